@@ -1,0 +1,341 @@
+"""Configs: one frozen dataclass per component, composed into an `ExperimentConfig`.
+
+* YAML load/dump round-trips exactly: `dump_yaml(load_yaml(text))` reproduces a dumped text byte for byte.
+* Dotted overrides (`model.decoder.num_layers=6`) are parsed as YAML scalars and type-checked.
+* Unknown keys and wrong types raise `ConfigError` naming the key and, for unknown keys, the closest valid one.
+
+Supported field types: bool, int, float, str, `Literal[...]`, `X | None`, `tuple[X, ...]` and nested config
+dataclasses. Presets may be partial: missing keys keep their defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from vidseg.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------------------
+# Component configs
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Backbone returning res2..res5 (strides 4, 8, 16, 32)."""
+
+    name: Literal[
+        "resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l",
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn",
+    ] = "resnet50"
+    pretrained: bool = False
+    frozen_bn: bool = True
+    # Stages whose parameters are frozen: 0 = none, 1 = stem, k = stem + first k-1 stages.
+    freeze_at: int = 0
+
+
+@dataclass(frozen=True)
+class PixelDecoderConfig:
+    """Multi-scale deformable-attention encoder over res3..res5 plus an FPN step to res2."""
+
+    hidden_dim: int = 256
+    mask_dim: int = 256
+    num_layers: int = 6
+    num_heads: int = 8
+    num_points: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Mask2Former masked-attention transformer decoder."""
+
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_layers: int = 9
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    pre_norm: bool = False
+    mask_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The segmenter (and, for video methods, what sits on top of it)."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    num_classes: int = 80
+    # softmax: K+1 logits with a no-object class (Mask2Former); sigmoid: K focal logits (Local2Global).
+    classification: Literal["softmax", "sigmoid"] = "softmax"
+    # DVIS++ re-identification MLP on the last decoder queries (gives the 2C-wide tracker input).
+    reid_head: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Hungarian matcher and criterion weights (Mask2Former defaults)."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    deep_supervision: bool = True
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Post-processing thresholds."""
+
+    task: Literal["vis", "vps", "vss", "instance", "panoptic", "semantic"] = "vis"
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
+    test_topk: int = 100
+    # Short side the input frame is resized to before the model (None keeps the size).
+    min_size: int | None = 360
+    max_size: int | None = 640
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training/validation data is and how clips are sampled."""
+
+    format: Literal["ytvis", "ovis", "vipseg", "vspw", "coco", "coco_panoptic", "davis"] = "ytvis"
+    train_root: str = ""
+    train_annotations: str = ""
+    val_root: str = ""
+    val_annotations: str = ""
+    num_frames: int = 1
+    sampling_range: int = 20
+    reverse_prob: float = 0.0
+    min_size: tuple[int, ...] = (288, 320, 352, 384, 416, 448, 480, 512)
+    max_size: int = 768
+    crop_size: tuple[int, ...] | None = None
+    flip_prob: float = 0.5
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule (AdamW)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    backbone_lr_multiplier: float = 0.1
+    batch_size: int = 16
+    max_iters: int = 60000
+    warmup_iters: int = 0
+    schedule: Literal["step", "poly", "constant"] = "step"
+    steps: tuple[int, ...] = ()
+    gamma: float = 0.1
+    grad_clip: float = 0.01
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    grad_accumulation: int = 1
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a run needs; saved inside every checkpoint."""
+
+    name: str = "experiment"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generic machinery
+
+C = TypeVar("C")
+
+_PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples become lists) in field order, as written to YAML/JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls: type[C], data: Any, *, source: str = "", prefix: str = "") -> C:
+    """Build a config dataclass from a nested dict, checking every key and type.
+
+    Args:
+        cls: the config dataclass.
+        data: nested mapping; missing keys keep their defaults.
+        source: file name put in front of error messages.
+        prefix: dotted path of `cls` inside the root config (for error messages).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(_where(source, prefix or "<root>", f"expected a mapping, got {type(data).__name__}"))
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(_where(source, dotted, "unknown key" + _suggest(str(key), names, prefix)))
+        kwargs[key] = _coerce(hints[key], value, dotted, source)
+    return cls(**kwargs)
+
+
+def load_yaml(path: str | Path, cls: type[C] = ExperimentConfig) -> C:  # type: ignore[assignment]
+    """Load a YAML config file (safe loader) into `cls`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    return parse_yaml(text, cls, source=str(path))
+
+
+def parse_yaml(text: str, cls: type[C] = ExperimentConfig, *, source: str = "") -> C:  # type: ignore[assignment]
+    """Parse YAML text into `cls`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(_where(source, "<yaml>", f"invalid YAML ({e})".replace("\n", " "))) from None
+    return from_dict(cls, data if data is not None else {}, source=source)
+
+
+def dump_yaml(config: Any) -> str:
+    """YAML text of a config, every field in declaration order."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=110)
+
+
+def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
+    """Apply `key.sub=value` overrides; values are YAML scalars (`6`, `1e-4`, `true`, `[1, 2]`)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        config = _replace_path(config, key.strip().split("."), value, "")
+    return config
+
+
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a config class."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            keys.extend(valid_keys(t, f"{prefix}{f.name}."))
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled presets, e.g. `mask2former/synthetic_tiny`."""
+    return sorted(str(p.relative_to(_PRESET_DIR).with_suffix("")) for p in _PRESET_DIR.rglob("*.yaml"))
+
+
+def load_preset_or_file(name_or_path: str) -> ExperimentConfig:
+    """A bundled preset by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return load_yaml(path)
+    preset = _PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.exists():
+        return load_yaml(preset)
+    raise ConfigError(f"{name_or_path}: no such config file or preset" + _suggest(name_or_path, preset_names()))
+
+
+def _replace_path(config: Any, parts: list[str], value: Any, prefix: str) -> Any:
+    names = [f.name for f in dataclasses.fields(config)]
+    key = parts[0]
+    dotted = f"{prefix}{key}"
+    if key not in names:
+        raise ConfigError(_where("", dotted, "unknown key" + _suggest(dotted, valid_keys(type(config)), prefix)))
+    hint = typing.get_type_hints(type(config))[key]
+    current = getattr(config, key)
+    if len(parts) == 1:
+        return dataclasses.replace(config, **{key: _coerce(hint, value, dotted, "")})
+    if not dataclasses.is_dataclass(current):
+        raise ConfigError(_where("", dotted, f"is a {_type_name(hint)}, it has no sub-key {parts[1]!r}"))
+    return dataclasses.replace(config, **{key: _replace_path(current, parts[1:], value, dotted + ".")})
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    """Check `value` against the type `hint`; return it in canonical form (tuples, floats)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, source=source, prefix=key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(a, value, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(_where(source, key, f"expected {_type_name(hint)}, got {value!r}"))
+    if origin is Literal:
+        if value in args and type(value) is type(args[args.index(value)]):
+            return value
+        raise ConfigError(_where(source, key, f"expected one of {list(args)}, got {value!r}"))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(_where(source, key, f"expected a list, got {value!r}"))
+        return tuple(_coerce(args[0], v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"unsupported config type {hint!r} for {key}")
+    raise ConfigError(_where(source, key, f"expected {_type_name(hint)}, got {value!r}"))
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def _suggest(key: str, candidates: list[str], prefix: str = "") -> str:
+    full = [c if c.startswith(prefix) else prefix + c for c in candidates]
+    match = difflib.get_close_matches(key if key.startswith(prefix) else prefix + key, full, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _where(source: str, key: str, message: str) -> str:
+    return f"{source}: {key}: {message}" if source else f"{key}: {message}"
