@@ -1,0 +1,286 @@
+"""Streaming video input and H.264 output.
+
+`open_video` accepts a video file (mp4/mov/webm/avi/mkv through PyAV), a folder of jpg/png frames
+(natural sort: 2.jpg before 10.jpg), a single image, or any iterable of HxWx3 uint8 arrays. Frames are
+produced lazily as RGB uint8 [H, W, 3]: the whole video is never in memory. Missing, empty, corrupt or
+unsupported input raises `DataFormatError` naming the path.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vidseg.errors import DataFormatError
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a source before reading it.
+
+    Attributes:
+        source: path, or "<iterable>".
+        fps: frames per second of the source (divided by the stride), None when unknown.
+        num_frames: frames the stream will yield (after stride), None when unknown.
+        height, width: size of the yielded frames (after resizing), None when unknown.
+    """
+
+    source: str
+    fps: float | None
+    num_frames: int | None
+    height: int | None
+    width: int | None
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically ("f2" < "f10")."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) after scaling the short side to `short_side` (unchanged if None)."""
+    if short_side is None:
+        return height, width
+    scale = short_side / min(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class VideoSource:
+    """A lazily read stream of RGB frames.
+
+    Args:
+        source: video path, frame-folder path, image path, or an iterable of [H, W, 3] uint8 arrays.
+        short_side: resize every frame so its short side has this length (None keeps the size).
+        stride: yield every `stride`-th frame.
+
+    Iterating yields [H, W, 3] uint8 arrays. A path source can be iterated several times.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | Iterable[np.ndarray],
+        short_side: int | None = None,
+        stride: int = 1,
+    ):
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.short_side = short_side
+        self.stride = stride
+        self._iterable: Iterable[np.ndarray] | None = None
+        self._frame_files: list[Path] = []
+        if isinstance(source, (str, Path)):
+            self.path: Path | None = Path(source)
+            self.kind = self._probe_path(self.path)
+        else:
+            self.path = None
+            self.kind = "iterable"
+            self._iterable = source
+            self.info = VideoInfo("<iterable>", None, _len_or_none(source, stride), None, None)
+
+    # -- probing ------------------------------------------------------------------------------------------
+
+    def _probe_path(self, path: Path) -> str:
+        if not path.exists():
+            raise DataFormatError(path, "no such file or directory")
+        if path.is_dir():
+            self._frame_files = sorted(
+                (p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                key=lambda p: natural_key(p.name),
+            )
+            if not self._frame_files:
+                raise DataFormatError(path, f"folder has no frames ({', '.join(IMAGE_EXTENSIONS)})")
+            h, w = self._image_size(self._frame_files[0])
+            self._set_info(None, len(self._frame_files), h, w)
+            return "folder"
+        suffix = path.suffix.lower()
+        if suffix in IMAGE_EXTENSIONS:
+            self._frame_files = [path]
+            h, w = self._image_size(path)
+            self._set_info(None, 1, h, w)
+            return "image"
+        if suffix in VIDEO_EXTENSIONS:
+            self._probe_video(path)
+            return "video"
+        raise DataFormatError(
+            path, f"unsupported file type {suffix or '(none)'!r}; expected a video "
+            f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frames"
+        )
+
+    def _probe_video(self, path: Path) -> None:
+        if path.stat().st_size == 0:
+            raise DataFormatError(path, "file is empty")
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DataFormatError(path, "file has no video stream")
+                stream = container.streams.video[0]
+                rate = stream.average_rate or stream.base_rate
+                fps = float(rate) if rate else None
+                frames = stream.frames or None
+                h, w = stream.codec_context.height, stream.codec_context.width
+                # Decoding the first frame catches files whose header parses but whose data is broken.
+                next(container.decode(stream))
+        except DataFormatError:
+            raise
+        except (av.error.FFmpegError, StopIteration, UnicodeDecodeError) as e:
+            raise DataFormatError(path, f"cannot decode video ({_av_reason(e)})") from None
+        if not h or not w:
+            raise DataFormatError(path, "video stream has no frame size")
+        self._set_info(fps, frames, h, w)
+
+    def _image_size(self, path: Path) -> tuple[int, int]:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataFormatError(path, f"cannot read image ({e})") from None
+        return h, w
+
+    def _set_info(self, fps: float | None, frames: int | None, h: int, w: int) -> None:
+        oh, ow = resized_shape(h, w, self.short_side)
+        self.info = VideoInfo(
+            str(self.path),
+            None if fps is None else fps / self.stride,
+            None if frames is None else math.ceil(frames / self.stride),
+            oh,
+            ow,
+        )
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self.kind == "video":
+            yield from self._iter_video()
+        elif self.kind in ("folder", "image"):
+            for path in self._frame_files[:: self.stride]:
+                yield self._resize(self._read_image(path))
+        else:
+            assert self._iterable is not None
+            for i, frame in enumerate(self._iterable):
+                if i % self.stride == 0:
+                    yield self._resize(_check_array(frame, i))
+
+    def _iter_video(self) -> Iterator[np.ndarray]:
+        assert self.path is not None
+        index = -1
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for index, frame in enumerate(container.decode(stream)):
+                    if index % self.stride:
+                        continue
+                    if self.short_side is not None:
+                        oh, ow = resized_shape(frame.height, frame.width, self.short_side)
+                        frame = frame.reformat(width=ow, height=oh, interpolation="BILINEAR")
+                    yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:
+            raise DataFormatError(self.path, f"decoding failed after frame {index} ({_av_reason(e)})") from None
+
+    def _read_image(self, path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataFormatError(path, f"cannot read image ({e})") from None
+
+    def _resize(self, frame: np.ndarray) -> np.ndarray:
+        if self.short_side is None:
+            return frame
+        h, w = frame.shape[:2]
+        oh, ow = resized_shape(h, w, self.short_side)
+        if (oh, ow) == (h, w):
+            return frame
+        return np.asarray(Image.fromarray(frame).resize((ow, oh), Image.BILINEAR))
+
+
+def open_video(
+    source: str | Path | Iterable[np.ndarray], short_side: int | None = None, stride: int = 1
+) -> VideoSource:
+    """Open a video, frame folder, image or iterable of frames as a lazy RGB stream."""
+    return VideoSource(source, short_side=short_side, stride=stride)
+
+
+class VideoWriter:
+    """Writes RGB frames to an H.264 mp4 (yuv420p, so odd sizes are padded by one pixel).
+
+    Use as a context manager; the file is finalised on close, also when an exception (Ctrl-C) ends
+    the writing, so every frame written so far stays playable.
+    """
+
+    def __init__(self, path: str | Path, fps: float = 30.0, crf: int = 23, preset: str = "veryfast"):
+        self.path = Path(path)
+        self.preset = preset
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps).limit_denominator(1001) if fps and fps > 0 else Fraction(30)
+        self.crf = crf
+        self.frames_written = 0
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one [H, W, 3] uint8 RGB frame (all frames must share the first frame's size)."""
+        frame = _check_array(frame, self.frames_written)
+        h, w = frame.shape[:2]
+        if self._container is None:
+            self._container = av.open(str(self.path), mode="w")
+            self._stream = self._container.add_stream("libx264", rate=self.fps)
+            self._stream.width, self._stream.height = w + w % 2, h + h % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+        assert self._stream is not None
+        if (h + h % 2, w + w % 2) != (self._stream.height, self._stream.width):
+            raise ValueError(f"frame {self.frames_written} is {w}x{h}, the video is "
+                             f"{self._stream.width}x{self._stream.height}")
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_array(frame: np.ndarray, index: int) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=2)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise DataFormatError(None, f"expected an HxWx3 array, got shape {frame.shape}", field=f"frame {index}")
+    if frame.dtype != np.uint8:
+        raise DataFormatError(None, f"expected uint8 pixels, got {frame.dtype}", field=f"frame {index}")
+    return frame
+
+
+def _len_or_none(source: object, stride: int) -> int | None:
+    try:
+        return math.ceil(len(source) / stride)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _av_reason(e: Exception) -> str:
+    return (getattr(e, "strerror", None) or str(e)).splitlines()[0]
