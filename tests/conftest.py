@@ -10,8 +10,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Tests run on 2-core machines; more threads only add contention.
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tests run on 2-core machines next to DataLoader workers and subprocesses; intra-op threads that spin
+# while another process holds the other core make small ops up to 100x slower.
+torch.set_num_threads(1)
 
 
 def _shared_data_dir() -> Path | None:

@@ -71,3 +71,12 @@ def test_panoptic_rgb_round_trip():
 def test_semantic_to_vspw_png():
     out = semantic_to_vspw_png(np.array([[0, 123], [-1, 5]]))
     np.testing.assert_array_equal(out, np.array([[0, 123], [255, 5]], np.uint8))
+
+
+def test_data_format_error_pickles_with_path_and_field():
+    import pickle
+
+    from vidseg.errors import DataFormatError
+
+    e = pickle.loads(pickle.dumps(DataFormatError("/a/b.json", "bad value", field="videos[0].id")))
+    assert str(e) == "/a/b.json: videos[0].id: bad value" and e.field == "videos[0].id"

@@ -35,10 +35,172 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- config ---------------------------------------------------------------------------------------------
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="list presets or print a resolved config")
+    csub = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    csub.add_parser("list", help="list the bundled presets").set_defaults(handler=_run_config_list)
+    show = csub.add_parser("show", help="print a preset or YAML file as YAML, after --set overrides")
+    show.add_argument("config", help="preset name (see `vidseg config list`) or YAML path")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    show.set_defaults(handler=_run_config_show)
+
+
+def _run_config_list(args: argparse.Namespace) -> int:
+    from vidseg.config import preset_names
+
+    print("\n".join(preset_names()))
+    return 0
+
+
+def _run_config_show(args: argparse.Namespace) -> int:
+    from vidseg.config import apply_overrides, dump_yaml, load_preset_or_file
+
+    config = apply_overrides(load_preset_or_file(args.config), args.overrides)
+    print(dump_yaml(config), end="")
+    return 0
+
+
+# --- data -------------------------------------------------------------------------------------------------
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="generate, validate and convert datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    s = dsub.add_parser("synth", help="write the synthetic benchmark in YTVIS / VIPSeg / VSPW formats")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--videos", type=int, default=8, help="number of videos (the last quarter is val)")
+    s.add_argument("--frames", type=int, default=24, help="frames per video")
+    s.add_argument("--size", default="240x320", help="frame size HxW (default 240x320)")
+    s.add_argument("--formats", default="ytvis,vipseg,vspw", help="comma-separated: ytvis,vipseg,vspw")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(handler=_run_data_synth)
+
+    v = dsub.add_parser("validate", help="read a whole dataset, print counts and every problem")
+    v.add_argument("path", help="dataset folder (or annotation JSON)")
+    v.add_argument("--format", required=True, choices=["ytvis", "vipseg", "vspw", "davis"])
+    v.add_argument("--skip-bad", action="store_true", help="skip bad videos/annotations instead of failing")
+    v.set_defaults(handler=_run_data_validate)
+
+    c = dsub.add_parser("convert", help="your frames/videos + mask PNGs -> YouTube-VIS JSON")
+    c.add_argument("--frames", required=True, help="folder of <video>/ frame folders or <video>.mp4 files")
+    c.add_argument("--masks", required=True, help="folder of <video>/<frame>.png index masks")
+    c.add_argument("--out", required=True, help="output folder (instances.json + JPEGImages/)")
+    c.add_argument("--classes", help='JSON file {"<video>": {"<object index>": "<class name>"}}')
+    c.add_argument("--all-frames", action="store_true", help="keep frames without a mask too")
+    c.set_defaults(handler=_run_data_convert)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    from vidseg.errors import ConfigError
+
+    try:
+        h, w = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must be HxW (e.g. 240x320), got {text!r}") from None
+    if h < 16 or w < 16:
+        raise ConfigError(f"--size must be at least 16x16, got {text!r}")
+    return h, w
+
+
+def _run_data_synth(args: argparse.Namespace) -> int:
+    from vidseg.data.synthetic import FORMATS, write_synthetic_dataset
+    from vidseg.errors import ConfigError
+
+    h, w = _parse_size(args.size)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"--formats: unknown {bad or formats}; choose from {','.join(FORMATS)}")
+    if args.videos < 1 or args.frames < 1:
+        raise ConfigError("--videos and --frames must be ≥ 1")
+    roots = write_synthetic_dataset(args.out, args.videos, args.frames, h, w, formats, args.seed)
+    for fmt, root in roots.items():
+        print(f"{fmt}: {root}")
+    return 0
+
+
+def _run_data_validate(args: argparse.Namespace) -> int:
+    from vidseg.data.validate import validate_dataset
+
+    report = validate_dataset(args.path, args.format, skip_bad=args.skip_bad)
+    print(report.summary())
+    return 0 if report.usable else 1
+
+
+def _run_data_convert(args: argparse.Namespace) -> int:
+    from vidseg.data.convert import convert_to_ytvis
+    from vidseg.data.formats.jsonio import load_json
+    from vidseg.errors import DataFormatError
+
+    classes = None
+    if args.classes:
+        raw = load_json(args.classes)
+        try:
+            classes = {str(v): {int(k): str(n) for k, n in per.items()} for v, per in raw.items()}
+        except (AttributeError, ValueError) as e:
+            raise DataFormatError(args.classes, f"expected {{video: {{object index: class}}}} ({e})") from e
+    path = convert_to_ytvis(args.frames, args.masks, args.out, classes, all_frames=args.all_frames)
+    print(f"wrote {path}")
+    return 0
+
+
+# --- convert-weights --------------------------------------------------------------------------------------
+
+
+def _add_convert_weights(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-weights", help="import a Mask2Former checkpoint from another library")
+    p.add_argument("--from", dest="source_format", choices=["hf"], required=True,
+                   help="hf: a saved transformers Mask2FormerForUniversalSegmentation directory")
+    p.add_argument("src", help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin)")
+    p.add_argument("--out", required=True, help="output .safetensors (its config goes beside it as .json)")
+    p.set_defaults(handler=_run_convert_weights)
+
+
+def _run_convert_weights(args: argparse.Namespace) -> int:
+    from vidseg.models.convert import convert_hf_checkpoint
+
+    path, cfg = convert_hf_checkpoint(args.src, args.out)
+    print(f"wrote {path} ({cfg.backbone.name}, {cfg.num_classes} classes) and {path.with_suffix('.json')}")
+    return 0
+
+
+# --- train ----------------------------------------------------------------------------------------------
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a stage (single process, or every rank under torchrun)")
+    p.add_argument("config", help="preset name (see `vidseg config list`) or YAML path")
+    p.add_argument("--stage", choices=["segmenter"], default="segmenter", help="what to train")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from vidseg.training.run import train
+
+    summary = train(args.config, args.stage, args.out, overrides=args.overrides, resume=args.resume,
+                    device=args.device, checkpoint_every=args.checkpoint_every)
+    state = "interrupted at" if summary.interrupted else "finished"
+    print(f"{state} iteration {summary.iteration}; checkpoint: {summary.last_checkpoint}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
+    _add_config,
+    _add_data,
+    _add_train,
+    _add_convert_weights,
 ]
 
 

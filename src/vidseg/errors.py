@@ -33,6 +33,9 @@ class DataFormatError(VidsegError):
             where = f"{where}: {field}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # DataLoader workers send errors between processes by pickling them
+        return (type(self), (self.path, self.reason, self.field))
+
 
 class CheckpointError(VidsegError):
     """A checkpoint cannot be loaded: wrong stage, wrong shapes, corrupt or unsafe file."""
