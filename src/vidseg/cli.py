@@ -193,6 +193,37 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval -------------------------------------------------------------------------------------------------
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="official-parity metrics of predictions against ground truth")
+    p.add_argument("--task", required=True, choices=["vis", "ovis", "vps", "vss", "pq", "davis"],
+                   help="vis/ovis: YouTube-VIS/OVIS AP; vps: VIPSeg VPQ+STQ; vss: VSPW mIoU+mVC; "
+                        "pq: COCO panoptic PQ; davis: DAVIS J&F")
+    p.add_argument("--gt", required=True, help="GT json (vis, ovis, pq) or dataset folder (vps, vss, davis)")
+    p.add_argument("--pred", required=True,
+                   help="results.json or submission zip (vis, ovis), submission folder (vps, vss, davis), "
+                        "prediction json (pq)")
+    p.add_argument("--out", help="write the metrics as JSON (full precision) to this file")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
+    p.add_argument("--vspw-labels", choices=["raw", "remapped"], default="raw",
+                   help="VSPW GT PNG labels: raw as shipped (0 others, 1..124, 255) or already remapped (0..123)")
+    p.set_defaults(handler=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from vidseg.evaluation.report import evaluate_task, format_table, write_metrics
+
+    metrics = evaluate_task(args.task, args.gt, args.pred, workers=args.workers,
+                            vspw_raw_labels=args.vspw_labels == "raw")
+    print(format_table(metrics))
+    if args.out:
+        write_metrics(metrics, args.out)
+        print(f"metrics written to {args.out}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -201,6 +232,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_data,
     _add_train,
     _add_convert_weights,
+    _add_eval,
 ]
 
 

@@ -91,7 +91,7 @@ class Segmenter(nn.Module):
         device = self.pixel_mean.device
         batch = self.pixel_mean.expand(len(frames), 3, height, width).clone()
         for i, f in enumerate(frames):
-            t = torch.from_numpy(np.ascontiguousarray(f)).to(device)
+            t = torch.from_numpy(np.array(f, copy=True)).to(device)  # frames may be read-only views
             batch[i, :, : f.shape[0], : f.shape[1]] = t.permute(2, 0, 1).float()
         return batch
 

@@ -1,0 +1,295 @@
+"""VSPW mIoU and mVC_k, number for number as `VSPW_code` (`evaluator_test.py`, `VC_perclip.py`).
+
+* mIoU: one dataset-wide 124 x 124 confusion matrix over every GT frame of every listed video (float64
+  counts as `utils.Evaluator`); `IoU_c = diag / (row + col - diag)`; the mean is over classes present in
+  the GT (`nansum(IoU * isval) / isval.sum()`), so predicted-only classes do not count.
+* GT labels: the official script expects GT already remapped with the dataset README convention
+  (raw 0 "others" and 255 -> void 255, classes 1..124 -> 0..123). `raw_gt_labels=True` applies that
+  remap on the fly, for the GT PNGs as the dataset ships them; it is applied to mIoU and mVC alike,
+  which is what evaluating remapped files gives.
+* mVC_k: for each video with T > k frames (sorted file names), windows i = 0 .. T-k-1 (T-k windows: the
+  official loop drops the last possible window) cover frames i .. i+k-1; `acc = |gt_common & pred_common|
+  / |gt_common|` where `*_common` are the pixels whose value is the same in every frame of the window
+  (void included; the prediction is not compared with the GT); mVC_k = nanmean over all windows of all
+  videos (window-weighted). One k per computation: k = 8 and k = 16 are kept apart (unlike DVIS++'s copy,
+  whose "VC16" also averages the VC8 windows).
+
+Streaming: frames arrive one at a time; a video keeps only per-pixel run lengths of "same as previous
+frame" (so window consistency is `run >= k - 1`), never k frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseg.errors import DataFormatError
+from vidseg.evaluation._files import check_same_size, default_workers, ordered_map, read_label_png
+from vidseg.structures import FrameResult, semantic_to_vspw_png
+
+NUM_CLASSES = 124
+VC_WINDOWS = (8, 16)
+
+
+def remap_raw_vspw_labels(label: np.ndarray) -> np.ndarray:
+    """Dataset README convention on uint8 labels: 0 and 255 -> 255, c -> c - 1 (1..124 -> 0..123)."""
+    label = label.astype(np.uint8, copy=True)
+    label[label == 0] = 255
+    label = label - np.uint8(1)
+    label[label == 254] = 255
+    return label
+
+
+@dataclass
+class VspwVideoStats:
+    """Per-video statistics: its share of the confusion matrix and its window accuracies per k."""
+
+    name: str
+    num_frames: int
+    confusion: np.ndarray  # [C, C] int64, rows = GT, cols = prediction
+    window_accs: dict[int, list[float]]
+
+
+class VspwVideoAccumulator:
+    """Consumes one video frame by frame; memory: two previous frames and two run-length maps."""
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int = NUM_CLASSES,
+        windows: Sequence[int] = VC_WINDOWS,
+        raw_gt_labels: bool = False,
+    ):
+        self.name = name
+        self.num_classes = num_classes
+        self.windows = tuple(windows)
+        self.raw_gt_labels = raw_gt_labels
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._run_gt: np.ndarray | None = None  # consecutive equal pairs ending at the current frame
+        self._run_pred: np.ndarray | None = None
+        self._accs: dict[int, list[float]] = {k: [] for k in self.windows}
+        self.num_frames = 0
+
+    def add_frame(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None = None) -> None:
+        """gt: [H, W] GT labels; pred: [H, W] class indices 0..C-1 (single channel)."""
+        if pred.ndim != 2:
+            raise DataFormatError(where, f"prediction must be a single-channel class map, got shape {pred.shape}")
+        check_same_size(pred, gt.shape, where or f"<{self.name} frame {self.num_frames}>")
+        if self.raw_gt_labels:
+            gt = remap_raw_vspw_labels(gt)
+        self._add_confusion(gt, pred, where)
+        self._add_consistency(gt, pred)
+        self.num_frames += 1
+
+    def _add_confusion(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None) -> None:
+        c = self.num_classes
+        valid = (gt >= 0) & (gt < c)
+        p = pred[valid].astype(np.int64)
+        if p.size and (p.min() < 0 or p.max() >= c):
+            # Deviation: the official `c * gt + pred` silently spills an out-of-range class into the next
+            # GT row (or crashes on the last row); an out-of-range class is always a bug, so say so.
+            bad = int(p.max() if p.max() >= c else p.min())
+            raise DataFormatError(
+                where or f"<{self.name} frame {self.num_frames}>",
+                f"prediction has class {bad} on a labelled pixel; classes are 0..{c - 1}",
+            )
+        idx = c * gt[valid].astype(np.int64) + p
+        self.confusion += np.bincount(idx, minlength=c * c).reshape(c, c)
+
+    def _add_consistency(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        if not self.windows:
+            return
+        if self._prev is None:
+            self._run_gt = np.zeros(gt.shape, np.int32)
+            self._run_pred = np.zeros(gt.shape, np.int32)
+        else:
+            prev_gt, prev_pred = self._prev
+            # equality is transitive: "equal to the window's first frame for every j" is the same as
+            # "every consecutive pair equal", i.e. a run of k - 1 equal pairs ending here
+            self._run_gt = np.where(gt == prev_gt, self._run_gt + 1, 0)
+            self._run_pred = np.where(pred == prev_pred, self._run_pred + 1, 0)
+        self._prev = (gt, pred)
+        t = self.num_frames
+        for k in self.windows:
+            if t >= k - 1:
+                gt_common = self._run_gt >= k - 1
+                both = np.count_nonzero(gt_common & (self._run_pred >= k - 1))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    self._accs[k].append(float(np.float64(both) / np.float64(np.count_nonzero(gt_common))))
+
+    def finish(self) -> VspwVideoStats:
+        accs = {}
+        for k in self.windows:
+            # the official `range(T - k)` drops the window ending on the last frame; T <= k gives none
+            accs[k] = self._accs[k][:-1] if self.num_frames > k else []
+        return VspwVideoStats(self.name, self.num_frames, self.confusion, accs)
+
+
+@dataclass
+class VspwMetrics:
+    """mIoU, mVC8, mVC16 (0-1) and the other `utils.Evaluator` outputs; per-class IoU (NaN if absent)."""
+
+    mIoU: float
+    mVC8: float
+    mVC16: float
+    Acc: float
+    Acc_class: float
+    FWIoU: float
+    per_class_iou: list[float] = field(default_factory=list)
+    num_videos: int = 0
+    num_frames: int = 0
+    num_windows: dict[int, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        def num(x: float) -> float | None:
+            return None if math.isnan(x) else float(x)
+
+        return {
+            "mIoU": num(self.mIoU),
+            "mVC8": num(self.mVC8),
+            "mVC16": num(self.mVC16),
+            "Acc": num(self.Acc),
+            "Acc_class": num(self.Acc_class),
+            "FWIoU": num(self.FWIoU),
+            "per_class": {str(c): num(v) for c, v in enumerate(self.per_class_iou)},
+            "num_videos": self.num_videos,
+            "num_frames": self.num_frames,
+            "num_windows": {f"VC{k}": n for k, n in self.num_windows.items()},
+        }
+
+
+class VspwEvaluator:
+    """Streaming VSPW evaluator: `add_video` per video (in list order), then `summarize`."""
+
+    def __init__(
+        self, num_classes: int = NUM_CLASSES, windows: Sequence[int] = VC_WINDOWS, raw_gt_labels: bool = False
+    ):
+        self.num_classes = num_classes
+        self.windows = tuple(windows)
+        self.raw_gt_labels = raw_gt_labels
+        # int64 counts; the official Evaluator keeps float64, which is exact for counts below 2**53
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.window_accs: dict[int, list[float]] = {k: [] for k in self.windows}
+        self.num_videos = 0
+        self.num_frames = 0
+
+    def video(self, name: str) -> VspwVideoAccumulator:
+        """A per-video accumulator; pass its `finish()` to `add_stats`."""
+        return VspwVideoAccumulator(name, self.num_classes, self.windows, self.raw_gt_labels)
+
+    def add_video(self, name: str, frames: Iterable[tuple[np.ndarray, np.ndarray | FrameResult]]) -> None:
+        """Frames in time order as (GT labels [H, W], prediction [H, W] or a `FrameResult` with `semantic`)."""
+        acc = self.video(name)
+        for gt, pred in frames:
+            if isinstance(pred, FrameResult):
+                if pred.semantic is None:
+                    raise DataFormatError(None, f"video {name}: FrameResult without a semantic map")
+                pred = semantic_to_vspw_png(pred.semantic)
+            acc.add_frame(gt, pred)
+        self.add_stats(acc.finish())
+
+    def add_stats(self, stats: VspwVideoStats) -> None:
+        self.confusion += stats.confusion
+        for k in self.windows:
+            self.window_accs[k].extend(stats.window_accs[k])
+        self.num_videos += 1
+        self.num_frames += stats.num_frames
+
+    def summarize(self) -> VspwMetrics:
+        cm = self.confusion.astype(np.float64)
+        diag = np.diag(cm)
+        rows, cols = cm.sum(axis=1), cm.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # empty classes give NaN, as officially
+            iou = diag / (rows + cols - diag)
+            isval = rows > 0
+            miou = np.nansum(iou * isval) / isval.sum()
+            acc = diag.sum() / cm.sum()
+            acc_class = np.nanmean(diag / rows)
+            freq = rows / cm.sum()
+            fwiou = (freq[freq > 0] * iou[freq > 0]).sum()
+        vc = {k: _nanmean(self.window_accs[k]) for k in self.windows}
+        return VspwMetrics(
+            mIoU=float(miou),
+            mVC8=vc.get(8, float("nan")),
+            mVC16=vc.get(16, float("nan")),
+            Acc=float(acc),
+            Acc_class=float(acc_class),
+            FWIoU=float(fwiou),
+            per_class_iou=[float(x) if r > 0 else float("nan") for x, r in zip(iou, rows)],
+            num_videos=self.num_videos,
+            num_frames=self.num_frames,
+            num_windows={k: len(v) for k, v in self.window_accs.items()},
+        )
+
+
+def _nanmean(values: list[float]) -> float:
+    arr = np.array(values, np.float64)
+    if np.count_nonzero(~np.isnan(arr)) == 0:
+        return float("nan")
+    return float(np.nanmean(arr))
+
+
+# --- files ------------------------------------------------------------------------------------------------
+
+
+def vspw_video_list(gt_root: str | Path) -> tuple[Path, list[str]]:
+    """(data dir, video names): `val.txt` if present (one name a line), else the folders of `data/`."""
+    root = Path(gt_root)
+    data = root / "data" if (root / "data").is_dir() else root
+    if not data.is_dir():
+        raise DataFormatError(root, "not a VSPW folder (expected data/<video>/mask/*.png)")
+    listing = root / "val.txt"
+    if listing.is_file():
+        # the official `line[:-1]` chops the last character of an unterminated last line; strip instead
+        names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+    else:
+        names = sorted(p.name for p in data.iterdir() if (p / "mask").is_dir())
+    if not names:
+        raise DataFormatError(root, "no videos found")
+    return data, names
+
+
+def _frame_names(mask_dir: Path) -> list[str]:
+    if not mask_dir.is_dir():
+        raise DataFormatError(mask_dir, "GT mask folder not found")
+    return sorted(n for n in os.listdir(mask_dir) if not n.startswith("."))
+
+
+def evaluate_vspw_video(task: tuple[str, Path, Path, bool, tuple[int, ...]]) -> VspwVideoStats:
+    """One video from files: GT `data/<v>/mask/<f>.png`, prediction `<pred>/<v>/<f>.png`."""
+    name, data_dir, pred_root, raw, windows = task
+    acc = VspwVideoAccumulator(name, NUM_CLASSES, windows, raw)
+    for frame in _frame_names(data_dir / name / "mask"):
+        gt = read_label_png(data_dir / name / "mask" / frame)
+        pred_path = pred_root / name / frame
+        acc.add_frame(gt, read_label_png(pred_path), pred_path)
+    return acc.finish()
+
+
+def evaluate_vspw(
+    gt_root: str | Path,
+    pred_root: str | Path,
+    raw_gt_labels: bool = False,
+    windows: Sequence[int] = VC_WINDOWS,
+    workers: int | None = None,
+) -> VspwMetrics:
+    """mIoU + mVC over a VSPW folder (`val.txt`, `data/<video>/mask/*.png`) and a prediction folder."""
+    data, names = vspw_video_list(gt_root)
+    pred_root = Path(pred_root)
+    if not pred_root.is_dir():
+        raise DataFormatError(pred_root, "prediction folder not found")
+    ev = VspwEvaluator(NUM_CLASSES, windows, raw_gt_labels)
+    workers = default_workers() if workers is None else workers
+    tasks = ((n, data, pred_root, raw_gt_labels, tuple(windows)) for n in names)
+    for stats in ordered_map(evaluate_vspw_video, tasks, workers):
+        ev.add_stats(stats)
+    return ev.summarize()

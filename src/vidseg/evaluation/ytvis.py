@@ -1,0 +1,620 @@
+"""YouTube-VIS / OVIS video AP and AR, number for number as `ytvoseval.YTVOSeval` / `oviseval.OVISeval`.
+
+What the official code does, and this module does the same way (see `shared/specs/metrics.md` §1):
+
+* video IoU = sum over frames of intersections / sum over frames of unions, over `zip(det, gt)` frames
+  (the shorter list wins); a `None` (falsy) frame of one side adds the other side's area to the union;
+  `iscrowd` is not used in the IoU;
+* per (video, category): detections sorted by score with a stable sort, truncated to 100; greedy COCO
+  matching per IoU threshold; a GT with id 0 can never give a true positive (its id is stored as the
+  "match" and 0 means unmatched);
+* GT `avg_area` is the mean of the truthy entries of the JSON `areas` (not recomputed from the masks);
+  YouTube-VIS area ranges (128^2, 256^2) with inclusive bounds;
+* precision `tp / (tp + fp + eps)` with `eps = np.spacing(1)`: a perfect result is 0.9999999999999998;
+* OVIS: occlusion ranges filter GTs only; the occlusion score is the mean of the top half of the per-frame
+  occlusion scores.
+
+The evaluator is streaming: `add_video` reduces one video to small per-(video, category) arrays (scores,
+match flags, ignore flags, GT counts) and keeps nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from vidseg.errors import DataFormatError
+from vidseg.evaluation._files import default_workers, load_json, ordered_map
+from vidseg.structures import VideoResult
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 128.0**2),
+    "medium": (128.0**2, 256.0**2),
+    "large": (256.0**2, 1e5**2),
+}
+OCCLUSION_RANGES: dict[str, tuple[float, float]] = {
+    "all": (0.0, 1.0),
+    "light": (0.0, 0.25),
+    "medium": (0.25, 0.5),
+    "heavy": (0.5, 1.0),
+}
+OCCLUSION_SCORES = {"no_occlusion": 0.0, "slight_occlusion": 0.25, "severe_occlusion": 0.75}
+
+# (area label, occlusion label) pairs that the summaries read; the official code evaluates the full
+# area x occlusion grid, but only these cells are ever reported.
+_YTVIS_SETTINGS = (("all", "all"), ("small", "all"), ("medium", "all"), ("large", "all"))
+_OVIS_SETTINGS = _YTVIS_SETTINGS + (("all", "light"), ("all", "medium"), ("all", "heavy"))
+
+
+@dataclass(frozen=True)
+class YtvisVideo:
+    """One video of the GT json."""
+
+    id: int
+    height: int
+    width: int
+    length: int
+
+
+@dataclass
+class YtvisTrack:
+    """One GT object (or one detection) over a video.
+
+    Attributes:
+        segmentations: per frame a compressed RLE (bytes counts) or None where absent.
+        avg_area: mean of the truthy per-frame areas (0 if none).
+        occ_score: OVIS occlusion score (GT only; None without an `occlusion` field).
+    """
+
+    id: int
+    category_id: int
+    segmentations: list[dict | None]
+    avg_area: float
+    iscrowd: bool = False
+    score: float = 0.0
+    occ_score: float | None = None
+
+
+@dataclass
+class YtvisGroundTruth:
+    """The GT json: videos, sorted category ids (and names), GT tracks grouped by video (file order)."""
+
+    path: str
+    videos: dict[int, YtvisVideo]
+    category_ids: list[int]
+    category_names: dict[int, str]
+    tracks: dict[int, list[YtvisTrack]]
+    has_occlusion: bool
+
+    @classmethod
+    def load(cls, path: str | Path) -> YtvisGroundTruth:
+        return parse_ytvis_gt(load_json(path), path)
+
+
+def _mean_truthy(values: Iterable[Any]) -> float:
+    # np.array(l).mean() exactly as `_toMask` does it, so the float is bit-identical.
+    kept = [a for a in values if a]
+    return np.array(kept).mean() if kept else 0
+
+
+def _occlusion_score(levels: Sequence[str | None], path: str | Path, where: str) -> float | None:
+    """Mean of the top half of the per-frame occlusion scores; None when every frame is null."""
+    try:
+        scores = sorted(OCCLUSION_SCORES[a] for a in levels if a is not None)
+    except KeyError as e:
+        raise DataFormatError(path, f"unknown occlusion level {e.args[0]!r}", field=where) from e
+    if not scores:
+        return None  # the official code divides by zero here; OVIS evaluation reports it (see YtvisEvaluator)
+    top = scores[-math.ceil(len(scores) / 2) :]
+    return sum(top) / len(top)
+
+
+def _gt_rle(seg: Any, h: int, w: int, path: str | Path, where: str) -> dict:
+    """`annToRLE`: polygons and uncompressed RLE -> compressed RLE; compressed kept (str -> bytes)."""
+    try:
+        if isinstance(seg, list):
+            return mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        if isinstance(seg.get("counts"), list):
+            return mask_utils.frPyObjects(seg, h, w)
+        counts = seg["counts"]
+        return {"size": list(seg["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    except (TypeError, KeyError, AttributeError, ValueError) as e:
+        raise DataFormatError(path, f"invalid segmentation: {e}", field=where) from e
+
+
+def parse_ytvis_gt(data: Any, path: str | Path = "<gt>") -> YtvisGroundTruth:
+    """Parse a YouTube-VIS / OVIS GT dict (`videos`, `annotations`, `categories`)."""
+    if not isinstance(data, dict):
+        raise DataFormatError(path, "expected a JSON object with videos, annotations, categories")
+    for key in ("videos", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataFormatError(path, "missing or not a list", field=key)
+    videos = {}
+    for i, v in enumerate(data["videos"]):
+        try:
+            n = v.get("length", len(v.get("file_names", [])))
+            videos[int(v["id"])] = YtvisVideo(int(v["id"]), int(v["height"]), int(v["width"]), int(n))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise DataFormatError(path, f"invalid video entry: {e}", field=f"videos[{i}]") from e
+    cats = sorted({int(c["id"]) for c in data["categories"]})
+    names = {int(c["id"]): str(c.get("name", c["id"])) for c in data["categories"]}
+    has_occ = bool(data["annotations"]) and all("occlusion" in a for a in data["annotations"])
+    tracks: dict[int, list[YtvisTrack]] = {vid: [] for vid in videos}
+    for i, a in enumerate(data["annotations"]):
+        where = f"annotations[{i}]"
+        try:
+            vid, cat, segs, areas = int(a["video_id"]), int(a["category_id"]), a["segmentations"], a["areas"]
+            ann_id = int(a["id"])
+        except (KeyError, TypeError) as e:
+            raise DataFormatError(path, f"missing field {e}", field=where) from e
+        if vid not in videos:
+            raise DataFormatError(path, f"video_id {vid} is not among the videos", field=where)
+        if cat not in names:
+            continue  # getAnnIds(catIds=...) drops it in the official code as well
+        v = videos[vid]
+        rles = [
+            _gt_rle(s, v.height, v.width, path, f"{where}.segmentations[{t}]") if s else None
+            for t, s in enumerate(segs)
+        ]
+        occ = _occlusion_score(a["occlusion"], path, f"{where}.occlusion") if has_occ else None
+        tracks[vid].append(YtvisTrack(ann_id, cat, rles, _mean_truthy(areas), bool(a.get("iscrowd", 0)), occ_score=occ))
+    return YtvisGroundTruth(str(path), videos, cats, names, tracks, has_occ)
+
+
+def _det_rle(seg: Any, video: YtvisVideo, path: str | Path, where: str) -> dict:
+    """A result segmentation must be a compressed RLE of the video's size."""
+    if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+        raise DataFormatError(path, "expected a compressed RLE {size, counts}", field=where)
+    counts = seg["counts"]
+    if isinstance(counts, list):
+        # The official loadRes fails in maskUtils.area on uncompressed RLE.
+        raise DataFormatError(path, "uncompressed RLE (counts is a list); results need compressed RLE", field=where)
+    if not isinstance(counts, (str, bytes)):
+        raise DataFormatError(path, f"counts must be a string, got {type(counts).__name__}", field=where)
+    if [int(x) for x in seg["size"]] != [video.height, video.width]:
+        # Deviation: the official code silently drops such a frame from the IoU (merge of different
+        # sizes is empty); a mask of the wrong size is always a bug, so say so.
+        raise DataFormatError(
+            path,
+            f"mask size {list(seg['size'])} differs from video {video.id} size [{video.height}, {video.width}]",
+            field=where,
+        )
+    return {
+        "size": [video.height, video.width],
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
+
+
+def parse_detections(
+    entries: Sequence[Any], gt: YtvisGroundTruth, path: str | Path = "<results>", first_id: int = 1
+) -> dict[int, list[YtvisTrack]]:
+    """Official result entries -> detections grouped by video, in file order, ids `first_id`, ... (loadRes).
+
+    Detections of categories that are not in the GT are dropped silently, as the official code does.
+    """
+    by_video: dict[int, list[YtvisTrack]] = {}
+    for i, e in enumerate(entries):
+        where = f"[{i}]"
+        try:
+            vid, cat, score, segs = (
+                int(e["video_id"]),
+                int(e["category_id"]),
+                float(e["score"]),
+                e["segmentations"],
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataFormatError(
+                path, f"result entry needs video_id, category_id, score, segmentations ({err})", field=where
+            ) from err
+        video = gt.videos.get(vid)
+        if video is None:
+            raise DataFormatError(path, f"video_id {vid} is not in the ground truth", field=f"{where}.video_id")
+        if not isinstance(segs, list):
+            raise DataFormatError(path, "segmentations must be a list", field=f"{where}.segmentations")
+        rles = [_det_rle(s, video, path, f"{where}.segmentations[{t}]") if s else None for t, s in enumerate(segs)]
+        if cat not in gt.category_names:
+            continue
+        areas = [mask_utils.area(r) if r is not None else None for r in rles]
+        by_video.setdefault(vid, []).append(YtvisTrack(first_id + i, cat, rles, _mean_truthy(areas), score=score))
+    return by_video
+
+
+# --- per-video evaluation ---------------------------------------------------------------------------------
+
+
+def video_iou(dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack]) -> np.ndarray:
+    """[D, G] video IoU: sum_t I_t / sum_t U_t over the zipped frames of each pair (0 where U = 0).
+
+    Intersections come from pycocotools' crowd IoU (I / area(d)) times area(d), which is exact for
+    integer pixel counts; unions are area(d) + area(g) - I over the frames both lists have.
+    """
+    D, G = len(dets), len(gts)
+    if D == 0 or G == 0:
+        return np.zeros((D, G))
+    len_d = np.array([len(d.segmentations) for d in dets])
+    len_g = np.array([len(g.segmentations) for g in gts])
+    n = int(min(len_d.max(), len_g.max()))
+    cum_d = np.zeros((D, n + 1), np.int64)  # prefix sums of per-frame areas
+    cum_g = np.zeros((G, n + 1), np.int64)
+    inter = np.zeros((D, G), np.int64)
+    for t in range(n):
+        di = [k for k in range(D) if t < len_d[k] and dets[k].segmentations[t] is not None]
+        gi = [k for k in range(G) if t < len_g[k] and gts[k].segmentations[t] is not None]
+        a_d = mask_utils.area([dets[k].segmentations[t] for k in di]) if di else np.zeros(0)
+        a_g = mask_utils.area([gts[k].segmentations[t] for k in gi]) if gi else np.zeros(0)
+        cum_d[:, t + 1] = cum_d[:, t]
+        cum_g[:, t + 1] = cum_g[:, t]
+        cum_d[di, t + 1] += a_d.astype(np.int64)
+        cum_g[gi, t + 1] += a_g.astype(np.int64)
+        if di and gi:
+            crowd_iou = mask_utils.iou(
+                [dets[k].segmentations[t] for k in di], [gts[k].segmentations[t] for k in gi], [1] * len(gi)
+            )
+            inter[np.ix_(di, gi)] += np.rint(crowd_iou * a_d[:, None].astype(np.float64)).astype(np.int64)
+    both = np.minimum(len_d[:, None], len_g[None, :])  # zip() truncates to the shorter list
+    both = np.minimum(both, n)
+    union = np.take_along_axis(cum_d, both, axis=1) + cum_g[np.arange(G)[None, :], both] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+@dataclass
+class CategoryEval:
+    """Matching result of one (video, category) under every setting (area x occlusion range).
+
+    Attributes:
+        scores: [D] detection scores, sorted (stable) and truncated to 100.
+        matched: [S, T, D] bool, the detection's matched GT id is non-zero (official `dtMatches != 0`).
+        ignored: [S, T, D] bool, official `dtIgnore`.
+        num_gt: [S] number of non-ignored GTs.
+    """
+
+    scores: np.ndarray
+    matched: np.ndarray
+    ignored: np.ndarray
+    num_gt: np.ndarray
+
+
+def _greedy_match(
+    ious: list[list[float]], gt_ids: list[int], gt_ignore: list[int], gt_crowd: list[int], n_det: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """COCO greedy matching (evaluateVid) for GTs already sorted with ignored last.
+
+    Returns dtm [T, D] (matched GT id, 0 = unmatched) and dtIg [T, D] (matched to an ignored GT).
+    """
+    T = len(IOU_THRESHOLDS)
+    dtm = np.zeros((T, n_det), np.int64)
+    dt_ig = np.zeros((T, n_det), bool)
+    G = len(gt_ids)
+    if G == 0 or n_det == 0:
+        return dtm, dt_ig
+    for ti, t in enumerate(IOU_THRESHOLDS.tolist()):
+        gt_taken = [False] * G
+        for d in range(n_det):
+            best = min(t, 1 - 1e-10)
+            m = -1
+            row = ious[d]
+            for g in range(G):
+                if gt_taken[g] and not gt_crowd[g]:
+                    continue
+                if m > -1 and gt_ignore[m] == 0 and gt_ignore[g] == 1:
+                    break
+                if row[g] < best:
+                    continue
+                best = row[g]
+                m = g
+            if m == -1:
+                continue
+            dt_ig[ti, d] = bool(gt_ignore[m])
+            dtm[ti, d] = gt_ids[m]
+            gt_taken[m] = True
+    return dtm, dt_ig
+
+
+def evaluate_video_category(
+    dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack], settings: Sequence[tuple[str, str]]
+) -> CategoryEval:
+    """Official computeIoU + evaluateVid of one (video, category) for each (area, occlusion) setting."""
+    order = np.argsort([-d.score for d in dets], kind="mergesort")[: MAX_DETS[-1]]
+    dets = [dets[i] for i in order]
+    ious = video_iou(dets, gts)
+    D = len(dets)
+    S, T = len(settings), len(IOU_THRESHOLDS)
+    matched = np.zeros((S, T, D), bool)
+    ignored = np.zeros((S, T, D), bool)
+    num_gt = np.zeros(S, np.int64)
+    det_area = np.array([d.avg_area for d in dets], np.float64)
+    for s, (area_lbl, occ_lbl) in enumerate(settings):
+        lo, hi = AREA_RANGES[area_lbl]
+        olo, ohi = OCCLUSION_RANGES[occ_lbl]
+        # `ignore` is overwritten by `iscrowd`; only GTs are filtered by occlusion (OVIS)
+        g_ig = [
+            int(
+                g.iscrowd
+                or g.avg_area < lo
+                or g.avg_area > hi
+                or (g.occ_score is not None and (g.occ_score < olo or g.occ_score > ohi))
+            )
+            for g in gts
+        ]
+        gind = np.argsort(g_ig, kind="mergesort")
+        sorted_ious = ious[:, gind].tolist()
+        dtm, dt_ig = _greedy_match(
+            sorted_ious,
+            [gts[i].id for i in gind],
+            [g_ig[i] for i in gind],
+            [int(gts[i].iscrowd) for i in gind],
+            D,
+        )
+        out_of_range = (det_area < lo) | (det_area > hi)
+        matched[s] = dtm != 0
+        ignored[s] = dt_ig | ((dtm == 0) & out_of_range[None, :])
+        num_gt[s] = len(g_ig) - sum(g_ig)
+    return CategoryEval(np.array([d.score for d in dets], np.float64), matched, ignored, num_gt)
+
+
+def evaluate_video(
+    dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack], settings: Sequence[tuple[str, str]]
+) -> dict[int, CategoryEval]:
+    """All (video, category) cells of one video that have a GT or a detection."""
+    cats = sorted({d.category_id for d in dets} | {g.category_id for g in gts})
+    return {
+        c: evaluate_video_category(
+            [d for d in dets if d.category_id == c], [g for g in gts if g.category_id == c], settings
+        )
+        for c in cats
+    }
+
+
+def _evaluate_video_task(task: tuple) -> tuple[int, dict[int, CategoryEval]]:
+    vid, dets, gts, settings = task
+    return vid, evaluate_video(dets, gts, settings)
+
+
+# --- accumulation -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class YtvisMetrics:
+    """Summary on the official 0-1 scale (-1 where the official code prints -1: no GT in the setting).
+
+    `stats` is the official `stats` vector (12 values for YouTube-VIS, 18 for OVIS).
+    `per_class_ap` maps category name to AP (NaN for a category without GT), as detectron2 reports it.
+    """
+
+    AP: float
+    AP50: float
+    AP75: float
+    APs: float
+    APm: float
+    APl: float
+    AR1: float
+    AR10: float
+    AR100: float
+    ARs: float
+    ARm: float
+    ARl: float
+    stats: list[float]
+    per_class_ap: dict[str, float] = field(default_factory=dict)
+    occlusion: dict[str, float] | None = None
+    num_videos: int = 0
+    num_dropped_detections: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: float(getattr(self, k))
+            for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+        }
+        if self.occlusion is not None:
+            out.update({k: float(v) for k, v in self.occlusion.items()})
+        out["stats"] = [float(s) for s in self.stats]
+        out["per_class"] = {k: (None if math.isnan(v) else float(v)) for k, v in self.per_class_ap.items()}
+        out["num_videos"] = self.num_videos
+        out["num_dropped_detections"] = self.num_dropped_detections
+        return out
+
+
+class YtvisEvaluator:
+    """Streaming YouTube-VIS / OVIS evaluator.
+
+    Usage: `ev = YtvisEvaluator(YtvisGroundTruth.load(path)); ev.add_video(vid, entries) ...;
+    metrics = ev.summarize()`. Videos of the GT that are never added count as videos without detections
+    (their GT objects are misses), as in the official code.
+    """
+
+    def __init__(self, gt: YtvisGroundTruth, ovis: bool | None = None):
+        self.gt = gt
+        self.ovis = gt.has_occlusion if ovis is None else ovis
+        if self.ovis and not gt.has_occlusion:
+            raise DataFormatError(gt.path, "OVIS evaluation needs an `occlusion` list on every annotation")
+        if self.ovis:
+            for tracks in gt.tracks.values():
+                for g in tracks:
+                    # a crowd GT is ignored in every occlusion range, so its score never matters
+                    if g.occ_score is None and not g.iscrowd:
+                        raise DataFormatError(
+                            gt.path, f"annotation {g.id}: every frame's occlusion is null", field="occlusion"
+                        )
+        self.settings = _OVIS_SETTINGS if self.ovis else _YTVIS_SETTINGS
+        self._per_video: dict[int, dict[int, CategoryEval]] = {}
+        self._next_id = 1
+        self.num_dropped = 0
+
+    def add_video(self, video_id: int, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Evaluate one video's result entries `{video_id, category_id, score, segmentations}`."""
+        for e in entries:
+            if int(e["video_id"]) != video_id:
+                raise DataFormatError(None, f"entry of video {e['video_id']} given for video {video_id}")
+        dets = parse_detections(entries, self.gt, f"<video {video_id}>", self._next_id)
+        self._next_id += len(entries)
+        kept = dets.get(video_id, [])
+        self.num_dropped += len(entries) - len(kept)
+        self.add_video_tracks(video_id, kept)
+
+    def add_video_result(self, result: VideoResult, category_ids: list[int] | None = None) -> None:
+        """Evaluate a predictor's `VideoResult` (contiguous class ids mapped by `category_ids`)."""
+        self.add_video(result.video_id, result.to_ytvis(category_ids))
+
+    def add_video_tracks(self, video_id: int, dets: list[YtvisTrack]) -> None:
+        if video_id not in self.gt.videos:
+            raise DataFormatError(None, f"video_id {video_id} is not in the ground truth {self.gt.path}")
+        if video_id in self._per_video:
+            raise DataFormatError(None, f"video {video_id} was added twice")
+        self._per_video[video_id] = evaluate_video(dets, self.gt.tracks[video_id], self.settings)
+
+    def add_evaluated(self, video_id: int, cells: dict[int, CategoryEval]) -> None:
+        """Add a video evaluated elsewhere (a worker process) by `evaluate_video`."""
+        if video_id in self._per_video:
+            raise DataFormatError(None, f"video {video_id} was added twice")
+        self._per_video[video_id] = cells
+
+    def summarize(self) -> YtvisMetrics:
+        for vid in self.gt.videos:
+            if vid not in self._per_video:
+                self._per_video[vid] = evaluate_video([], self.gt.tracks[vid], self.settings)
+        precision, recall = _accumulate(self._per_video, self.gt.category_ids, len(self.settings))
+        return _summarize(precision, recall, self.settings, self.gt, len(self._per_video), self.num_dropped)
+
+
+def _accumulate(
+    per_video: dict[int, dict[int, CategoryEval]], category_ids: list[int], n_settings: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Official accumulate(): precision [T, R, K, S, M] and recall [T, K, S, M], -1 where no GT."""
+    T, R, K, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(category_ids), len(MAX_DETS)
+    precision = -np.ones((T, R, K, n_settings, M))
+    recall = -np.ones((T, K, n_settings, M))
+    videos = sorted(per_video)  # the official concatenation order: sorted video ids
+    for k, cat in enumerate(category_ids):
+        cells = [per_video[v][cat] for v in videos if cat in per_video[v]]
+        if not cells:
+            continue
+        for s in range(n_settings):
+            npig = int(sum(c.num_gt[s] for c in cells))
+            if npig == 0:
+                continue
+            for m, max_det in enumerate(MAX_DETS):
+                scores = np.concatenate([c.scores[:max_det] for c in cells])
+                inds = np.argsort(-scores, kind="mergesort")
+                dtm = np.concatenate([c.matched[s, :, :max_det] for c in cells], axis=1)[:, inds]
+                dt_ig = np.concatenate([c.ignored[s, :, :max_det] for c in cells], axis=1)[:, inds]
+                tps = dtm & ~dt_ig
+                fps = ~dtm & ~dt_ig
+                tp_sum = np.cumsum(tps, axis=1).astype(np.float64)
+                fp_sum = np.cumsum(fps, axis=1).astype(np.float64)
+                nd = tp_sum.shape[1]
+                if nd == 0:
+                    recall[:, k, s, m] = 0
+                    precision[:, :, k, s, m] = 0
+                    continue
+                rc = tp_sum / npig
+                pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+                recall[:, k, s, m] = rc[:, -1]
+                # precision envelope: running max from the right (the official backwards loop)
+                pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+                for t in range(T):
+                    idx = np.searchsorted(rc[t], RECALL_THRESHOLDS, side="left")
+                    q = np.zeros(R)
+                    ok = idx < nd  # thresholds beyond the last recall stay 0 (the official try/except)
+                    q[ok] = pr[t, idx[ok]]
+                    precision[t, :, k, s, m] = q
+    return precision, recall
+
+
+def _mean_valid(s: np.ndarray) -> float:
+    valid = s[s > -1]
+    return -1.0 if len(valid) == 0 else float(np.mean(valid))
+
+
+def _summarize(
+    precision: np.ndarray,
+    recall: np.ndarray,
+    settings: Sequence[tuple[str, str]],
+    gt: YtvisGroundTruth,
+    num_videos: int,
+    num_dropped: int,
+) -> YtvisMetrics:
+    def ap(setting: tuple[str, str] = ("all", "all"), iou: float | None = None, max_det: int = 100) -> float:
+        s = precision
+        if iou is not None:
+            s = s[np.where(iou == IOU_THRESHOLDS)[0]]
+        return _mean_valid(s[:, :, :, [settings.index(setting)], [MAX_DETS.index(max_det)]])
+
+    def ar(setting: tuple[str, str] = ("all", "all"), max_det: int = 100) -> float:
+        return _mean_valid(recall[:, :, [settings.index(setting)], [MAX_DETS.index(max_det)]])
+
+    ytvis = [
+        ap(),
+        ap(iou=0.5),
+        ap(iou=0.75),
+        ap(("small", "all")),
+        ap(("medium", "all")),
+        ap(("large", "all")),
+    ]
+    recalls = [
+        ar(max_det=1),
+        ar(max_det=10),
+        ar(),
+        ar(("small", "all")),
+        ar(("medium", "all")),
+        ar(("large", "all")),
+    ]
+    occlusion = None
+    stats = ytvis + recalls
+    if ("all", "light") in settings:
+        occ_ap = [ap(("all", o)) for o in ("light", "medium", "heavy")]
+        occ_ar = [ar(("all", o)) for o in ("light", "medium", "heavy")]
+        occlusion = dict(zip(("APso", "APmo", "APho", "ARso", "ARmo", "ARho"), occ_ap + occ_ar))
+        stats = ytvis + occ_ap + recalls + occ_ar
+    per_class = {}
+    s_all = settings.index(("all", "all"))
+    for k, cat in enumerate(gt.category_ids):
+        p = precision[:, :, k, s_all, -1]
+        p = p[p > -1]
+        per_class[gt.category_names[cat]] = float(np.mean(p)) if p.size else float("nan")
+    return YtvisMetrics(
+        *ytvis,
+        *recalls,
+        stats=stats,
+        per_class_ap=per_class,
+        occlusion=occlusion,
+        num_videos=num_videos,
+        num_dropped_detections=num_dropped,
+    )
+
+
+def evaluate_ytvis(
+    gt: str | Path | YtvisGroundTruth,
+    results: str | Path | Sequence[Mapping[str, Any]],
+    ovis: bool | None = None,
+    workers: int | None = None,
+) -> YtvisMetrics:
+    """Evaluate a results file (or list) against a GT json, videos spread over `workers` processes.
+
+    `ovis=None` turns on the OVIS occlusion metrics when every GT annotation has `occlusion`.
+    """
+    gt = gt if isinstance(gt, YtvisGroundTruth) else YtvisGroundTruth.load(gt)
+    path = results if isinstance(results, (str, Path)) else "<results>"
+    entries = load_json(results) if isinstance(results, (str, Path)) else results
+    if not isinstance(entries, list):
+        raise DataFormatError(path, "expected a JSON list of result entries")
+    if not entries:
+        raise DataFormatError(path, "no result entries (the official code fails on an empty list)")
+    dets = parse_detections(entries, gt, path)
+    ev = YtvisEvaluator(gt, ovis)
+    ev.num_dropped = len(entries) - sum(len(v) for v in dets.values())
+    del entries
+    workers = default_workers() if workers is None else workers
+    tasks = ((vid, dets.get(vid, []), gt.tracks[vid], ev.settings) for vid in sorted(gt.videos))
+    for vid, cells in ordered_map(_evaluate_video_task, tasks, workers):
+        ev.add_evaluated(vid, cells)
+    return ev.summarize()

@@ -1,0 +1,55 @@
+"""Evaluate a segmenter frame by frame on a VIPSeg-format split through the official metric code path.
+
+Predictions are written as a VIPSeg submission (`pan_pred/` + `pred.json`) and scored with the same
+evaluator as `vidseg eval --task vps`. Frames are segmented independently (no tracking), so the 1-frame
+window of VPQ is the image PQ of the segmenter; longer windows also measure whether ids happen to agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vidseg.config import ExperimentConfig
+from vidseg.data.formats.vipseg import read_vipseg
+from vidseg.evaluation.report import evaluate_task
+from vidseg.evaluation.submission import VipsegSubmissionWriter
+from vidseg.inference.image import ImagePostprocessor
+from vidseg.io.video import resized_shape
+from vidseg.models.segmenter import Segmenter
+
+
+@torch.no_grad()
+def predict_vipseg_split(model: Segmenter, config: ExperimentConfig, root: str | Path, split: str,
+                         out_dir: str | Path) -> Path:
+    """Write the panoptic predictions of every frame of `root`'s `split` as a VIPSeg submission."""
+    root = Path(root)
+    dataset = read_vipseg(root / f"panoptic_gt_VIPSeg_{split}.json")
+    category_ids = [c.id for c in dataset.categories]
+    thing = {i for i, c in enumerate(dataset.categories) if c.isthing}
+    post = ImagePostprocessor.from_config(config.inference, config.model.classification, thing, task="panoptic")
+    model.eval()
+    with VipsegSubmissionWriter(out_dir, category_ids=category_ids) as writer:
+        for video in dataset.videos:
+            for t, frame in enumerate(video.frames):
+                image = video.load_frame(t)
+                h, w = image.shape[:2]
+                rh, rw = resized_shape(h, w, config.inference.min_size)
+                if (rh, rw) != (h, w):
+                    image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
+                batch = model.frames_to_batch([image])
+                output = model(batch)
+                padded = tuple(model.normalize(batch).shape[-2:])
+                result = post(output, padded, [(rh, rw)], [(h, w)], [t])[0]
+                writer.add_frame(str(video.video_id), result, file_name=Path(frame.mask_file).name)
+    return Path(out_dir)
+
+
+def evaluate_segmenter_vps(model: Segmenter, config: ExperimentConfig, root: str | Path, split: str,
+                           out_dir: str | Path) -> dict:
+    """VPQ/STQ metrics (official scales) of per-frame predictions on `root`'s `split`."""
+    predict_vipseg_split(model, config, root, split, out_dir)
+    return evaluate_task("vps", str(Path(root) / f"panoptic_gt_VIPSeg_{split}.json"), str(out_dir), workers=1)
