@@ -9,6 +9,8 @@ backbone's pretrained weights were trained with.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import Tensor, nn
 
@@ -20,7 +22,7 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, abc.ABC):
     """Base class: a module mapping images [B, 3, H, W] to `{res2..res5}` feature maps.
 
     Attributes:
@@ -38,8 +40,9 @@ class Backbone(nn.Module):
         super().__init__()
         self.out_strides = dict(RES_STRIDES)  # a copy per instance: callers may treat it as their own
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """[B, 3, H, W] normalised images -> {"res2".."res5": [B, C_l, ceil(H/s), ceil(W/s)]}."""
 
     def freeze_stages(self, freeze_at: int) -> None:
         """Freeze the stem (1) and stem + the first k-1 stages (k); 0 freezes nothing.
@@ -58,9 +61,9 @@ class Backbone(nn.Module):
                 parent, _, leaf = name.rpartition(".")
                 setattr(self.get_submodule(parent) if parent else self, leaf, convert_frozen_batchnorm(module))
 
+    @abc.abstractmethod
     def stages(self) -> list[list[str]]:
         """Dotted submodule names per freezing unit: stem, res2 stage, res3, res4, res5 stage."""
-        raise NotImplementedError
 
 
 class FrozenBatchNorm2d(nn.Module):
