@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidseg.models.decoder import MultiHeadAttention
+from vidseg.models.attention import MultiHeadAttention
 
 __all__ = ["AlignerLayer", "AlignerOutput", "L2GAligner"]
 

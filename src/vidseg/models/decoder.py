@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidseg.models.attention import MultiHeadAttention
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.position import MLP, sine_position_embedding_2d
 
@@ -43,35 +44,6 @@ class DecoderOutput:
     predictions: list[LayerPrediction]
     queries: Tensor
     raw_queries: Tensor
-
-
-class MultiHeadAttention(nn.Module):
-    """Batch-first multi-head attention with separate q/k/v projections, on `scaled_dot_product_attention`."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, attend: Tensor | None = None) -> Tensor:
-        """query: [B, Nq, C]; key, value: [B, Nk, C]; attend: bool [B, 1 or heads, Nq, Nk], True = may
-        attend (every row needs at least one True) -> [B, Nq, C]."""
-        b, nq, c = query.shape
-        nk = key.shape[1]
-        h = self.num_heads
-        q = self.q_proj(query).view(b, nq, h, c // h).transpose(1, 2)
-        k = self.k_proj(key).view(b, nk, h, c // h).transpose(1, 2)
-        v = self.v_proj(value).view(b, nk, h, c // h).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attend, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
 class MaskedDecoderLayer(nn.Module):

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from vidseg.models.attention import Attention, FFNLayer, SelfAttentionLayer
 from vidseg.models.position import MLP
-from vidseg.models.tracker import Attention, FFNLayer, SelfAttentionLayer, xavier_init
+from vidseg.models.tracker import xavier_init
 
 
 @dataclass

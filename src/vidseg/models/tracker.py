@@ -20,53 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.models.association import match_queries, reorder
+from vidseg.models.attention import Attention, FFNLayer, SelfAttentionLayer
 from vidseg.models.noiser import NoiseMode, Noiser
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.position import MLP
 
 # ---------------------------------------------------------------------------------------------------------
-# Attention blocks shared with the temporal refiner
-
-
-class Attention(nn.Module):
-    """Batch-first multi-head attention taking an optional *additive* mask.
-
-    The additive mask (0 = keep, -inf = block, or any finite bias) is the form OMA supplies; it is shared
-    across heads.
-    """
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        """query [N, Lq, C]; key, value [N, Lk, C]; attn_mask additive [N, Lq or 1, Lk] -> [N, Lq, C]."""
-        n, lq, c = query.shape
-        lk = key.shape[1]
-        h = self.num_heads
-        q = self.q_proj(query).view(n, lq, h, c // h).transpose(1, 2)
-        k = self.k_proj(key).view(n, lk, h, c // h).transpose(1, 2)
-        v = self.v_proj(value).view(n, lk, h, c // h).transpose(1, 2)
-        mask = None
-        if attn_mask is not None:
-            if attn_mask.dtype == torch.bool:
-                raise TypeError("attn_mask must be additive (float: 0 keeps a key, -inf blocks it), not bool")
-            mask = attn_mask.to(q.dtype)[:, None]  # broadcast over heads
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out_proj(out.transpose(1, 2).reshape(n, lq, c))
+# The referring cross-attention block (generic attention blocks live in attention.py)
 
 
 class ReferringCrossAttention(nn.Module):
@@ -83,33 +46,6 @@ class ReferringCrossAttention(nn.Module):
     ) -> Tensor:
         """identity, query [N, Lq, C]; key, value [N, Lk, C]; attn_mask [N, Lq or 1, Lk] -> [N, Lq, C]."""
         return self.norm(identity + self.drop(self.attn(query, key, value, attn_mask)))
-
-
-class SelfAttentionLayer(nn.Module):
-    """Post-norm self-attention: LayerNorm(x + MHA(x, x, x)), [N, L, C] -> [N, L, C]."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = Attention(dim, num_heads, dropout)
-        self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        return self.norm(x + self.drop(self.attn(x, x, x, attn_mask)))
-
-
-class FFNLayer(nn.Module):
-    """Post-norm feed-forward block: LayerNorm(x + W2 relu(W1 x)), [..., C] -> [..., C]."""
-
-    def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0):
-        super().__init__()
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x + self.drop(self.linear2(self.drop(torch.relu(self.linear1(x))))))
 
 
 def xavier_init(module: nn.Module) -> None:
