@@ -169,3 +169,13 @@ def test_build_clip_dataset_from_config(synth):
     assert len(val) == 1 and val[0].frames.shape[2] == 40
     with pytest.raises(Exception, match="val_root"):
         build_clip_dataset(DataConfig(format="vipseg"), "panoptic", train=False)
+
+
+def test_clip_batch_to_moves_every_tensor(synth):
+    batch = collate_clips([ClipDataset(_ytvis(synth), 2, seed=0)[i] for i in range(2)])
+    moved = batch.to("meta")
+    tensors = [moved.frames, moved.image_sizes, moved.padding]
+    tensors += [getattr(t, f) for clip in moved.targets for t in clip
+                for f in ("class_ids", "instance_ids", "masks", "present", "ignore")]
+    assert all(t.device.type == "meta" for t in tensors)
+    assert moved.frames.shape == batch.frames.shape and len(moved.targets) == len(batch.targets)

@@ -47,6 +47,10 @@ class FrameTarget:
     present: torch.Tensor
     ignore: torch.Tensor
 
+    def to(self, device: torch.device | str) -> FrameTarget:
+        return FrameTarget(*(t.to(device) for t in (self.class_ids, self.instance_ids, self.masks, self.present,
+                                                     self.ignore)))
+
 
 @dataclass
 class Clip:
@@ -80,6 +84,11 @@ class ClipBatch:
     image_sizes: torch.Tensor
     padding: torch.Tensor
     targets: list[list[FrameTarget]]
+
+    def to(self, device: torch.device | str) -> ClipBatch:
+        """The batch with every tensor on `device` (the training engine calls this)."""
+        return ClipBatch(self.frames.to(device, non_blocking=True), self.image_sizes.to(device),
+                         self.padding.to(device), [[t.to(device) for t in clip] for clip in self.targets])
 
 
 def sample_frame_indices(

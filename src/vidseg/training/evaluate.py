@@ -42,7 +42,8 @@ def predict_vipseg_split(model: Segmenter, config: ExperimentConfig, root: str |
                     image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
                 batch = model.frames_to_batch([image])
                 output = model(batch)
-                padded = tuple(model.normalize(batch).shape[-2:])
+                d = model.size_divisibility
+                padded = (-(-rh // d) * d, -(-rw // d) * d)  # what `normalize` pads the batch to
                 result = post(output, padded, [(rh, rw)], [(h, w)], [t])[0]
                 writer.add_frame(str(video.video_id), result, file_name=Path(frame.mask_file).name)
     return Path(out_dir)
