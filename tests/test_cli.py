@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import av
+import numpy as np
 import pytest
 
 from vidseg import __version__
@@ -29,18 +30,49 @@ def test_help_lists_only_real_commands(capsys):
     assert "demo" in out and "config" in out
 
 
-def test_demo_writes_overlay_with_expected_frame_count(tmp_path):
+def _decode(path) -> list:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_demo_writes_overlay_of_the_bundled_clip_with_the_bundled_model(tmp_path):
     result = _vidseg("demo", "--out", str(tmp_path), "--frames", "12")
     assert result.returncode == 0, result.stderr
-    assert "no trained model" in result.stdout
+    assert "bundled run-B model" in result.stdout and "demo_clip.mp4" in result.stdout
     assert str(tmp_path / "overlay.mp4") in result.stdout
-    with av.open(str(tmp_path / "overlay.mp4")) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 12
+    assert len(_decode(tmp_path / "overlay.mp4")) == 12
+
+
+def test_demo_overlay_frame_shows_the_tracked_object_masked(tmp_path):
+    """A middle frame of the overlay colours the predicted object (a non-trivial area) and leaves the rest."""
+    from vidseg.demo import DEFAULT_MIN_SCORE, DEMO_CLIP, DEMO_MODEL, run_demo
+    from vidseg.inference.predictor import VideoPredictor
+    from vidseg.inference.segment import confident
+
+    n = 24
+    summary = run_demo(out_dir=tmp_path, max_frames=n, log=lambda _: None)
+    assert summary.frames == n and summary.track_ids
+    raw, overlay = _decode(DEMO_CLIP)[:n], _decode(summary.overlay)
+    assert len(overlay) == n and overlay[0].shape == raw[0].shape
+
+    predictor = VideoPredictor.from_checkpoint(DEMO_MODEL, device="cpu")
+    results = []
+    for r in predictor.run(DEMO_CLIP, should_stop=lambda: len(results) >= n):
+        results.append(confident(r, DEFAULT_MIN_SCORE))
+    mid = n // 2
+    masks = results[mid].dense_masks()
+    assert len(masks), "no object scored above the display threshold in the middle frame"
+    main = int(results[mid].track_ids[masks.reshape(len(masks), -1).sum(1).argmax()])
+    mask = masks.any(0)
+    assert 0.02 < mask.mean() < 0.6  # the object, not nothing and not the whole frame
+    diff = np.abs(overlay[mid].astype(np.float32) - raw[mid].astype(np.float32)).sum(-1)
+    assert diff[mask].mean() > 40  # coloured where the object is
+    assert diff[~mask].mean() < 15  # elsewhere only codec noise (and the small label)
+    tracked = sum(main in r.track_ids for r in results)
+    assert tracked >= 0.8 * n  # the same track id follows the object
 
 
 def test_demo_with_source_video(tmp_path):
-    import numpy as np
-
     from vidseg.io.video import VideoWriter
 
     src = tmp_path / "in.mp4"
@@ -48,8 +80,13 @@ def test_demo_with_source_video(tmp_path):
         for _ in range(6):
             w.write(np.zeros((32, 48, 3), np.uint8))
     assert main(["demo", "--source", str(src), "--out", str(tmp_path / "o")]) == 0
-    with av.open(str(tmp_path / "o" / "overlay.mp4")) as c:
-        assert sum(1 for _ in c.decode(video=0)) == 6
+    assert len(_decode(tmp_path / "o" / "overlay.mp4")) == 6
+
+
+def test_demo_frames_must_be_positive(capsys):
+    assert main(["demo", "--frames", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--frames" in err[0]
 
 
 def _assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:

@@ -15,11 +15,11 @@ from vidseg.errors import CheckpointError  # noqa: E402
 from vidseg.models.backbones.swin import SwinTransformer  # noqa: E402
 from vidseg.models.convert import (  # noqa: E402
     convert_hf_state_dict,
-    load_converted_state,
     model_config_from_hf,
     read_converted,
 )
 from vidseg.models.segmenter import build_segmenter, segmenter_from_backbone  # noqa: E402
+from vidseg.training.checkpoint import load_weights  # noqa: E402
 
 TOL = 1e-4
 SWIN = dict(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=4)
@@ -61,7 +61,7 @@ def _vidseg_model(hf) -> torch.nn.Module:
     swin = SwinTransformer(SWIN["embed_dim"], tuple(SWIN["depths"]), tuple(SWIN["num_heads"]),
                            SWIN["window_size"], drop_path_rate=0.0)
     model = segmenter_from_backbone(swin, cfg).eval()
-    load_converted_state(model, convert_hf_state_dict(hf.state_dict()))
+    load_weights(model, convert_hf_state_dict(hf.state_dict()), "hf")
     return model
 
 
@@ -117,7 +117,7 @@ def test_converter_rejects_what_it_cannot_represent():
     # Shape mismatches name the key.
     model = build_segmenter(ModelConfig(backbone=BackboneConfig(name="tiny_cnn")))  # hidden 256, not 64
     with pytest.raises(CheckpointError, match="shape mismatch|missing"):
-        load_converted_state(model, convert_hf_state_dict(state, include_backbone=False))
+        load_weights(model, convert_hf_state_dict(state, include_backbone=False), "hf")
 
 
 def test_convert_weights_cli_on_a_saved_checkpoint(tmp_path, capsys):
@@ -143,7 +143,7 @@ def test_convert_weights_cli_on_a_saved_checkpoint(tmp_path, capsys):
     assert isinstance(cfg, ModelConfig) and cfg.backbone.name == "swin_t" and cfg.decoder.num_layers == 2
     assert json.loads(dst.with_suffix(".json").read_text())["stage"] == "segmenter"
     model = build_segmenter(cfg).eval()
-    load_converted_state(model, state)
+    load_weights(model, state, "hf")
     pixels = torch.randn(1, 3, 64, 96)
     theirs, _ = _hf_predictions(hf, pixels)
     with torch.no_grad():

@@ -20,18 +20,24 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="segment a short clip and write an overlay mp4")
-    p.add_argument("--source", help="video file, frame folder or image (default: a generated clip)")
+    p = sub.add_parser("demo", help="segment a short real clip with the bundled model and write an overlay mp4")
+    p.add_argument("--source", help="video file, frame folder or image (default: the bundled clip)")
+    p.add_argument("--weights", help="checkpoint directory (default: the bundled run-B model)")
     p.add_argument("--out", default="vidseg_demo", help="output folder (default: ./vidseg_demo)")
-    p.add_argument("--frames", type=int, default=48, help="frames of the generated clip")
+    p.add_argument("--frames", type=int, default=None, help="segment at most this many frames (default: all)")
+    p.add_argument("--min-score", type=float, default=0.5, help="draw tracks scoring at least this (default 0.5)")
     p.set_defaults(handler=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from vidseg.demo import run_demo
+    from vidseg.errors import ConfigError
 
-    result = run_demo(source=args.source, out_dir=args.out, num_frames=args.frames, log=print)
-    print(f"overlay written to {result}")
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    summary = run_demo(source=args.source, out_dir=args.out, weights=args.weights, max_frames=args.frames,
+                       min_score=args.min_score, log=print)
+    print(f"overlay written to {summary.overlay}")
     return 0
 
 
@@ -174,7 +180,11 @@ def _run_convert_weights(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a stage (single process, or every rank under torchrun)")
     p.add_argument("config", help="preset name (see `vidseg config list`) or YAML path")
-    p.add_argument("--stage", choices=["segmenter"], default="segmenter", help="what to train")
+    p.add_argument("--stage", choices=["segmenter", "tracker", "refiner", "l2g"], default="segmenter",
+                   help="what to train: segmenter -> tracker -> refiner (DVIS++), or l2g (Local2Global)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="checkpoint of the previous stage to start from (tracker: a segmenter checkpoint, "
+                        "refiner: a tracker checkpoint; optional for segmenter and l2g)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -187,7 +197,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from vidseg.training.run import train
 
     summary = train(args.config, args.stage, args.out, overrides=args.overrides, resume=args.resume,
-                    device=args.device, checkpoint_every=args.checkpoint_every)
+                    device=args.device, checkpoint_every=args.checkpoint_every, init=args.init)
     state = "interrupted at" if summary.interrupted else "finished"
     print(f"{state} iteration {summary.iteration}; checkpoint: {summary.last_checkpoint}")
     return 0
@@ -224,6 +234,53 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- segment ----------------------------------------------------------------------------------------------
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment a video with a checkpoint: overlay mp4 + prediction files")
+    p.add_argument("source", metavar="SOURCE", help="video file, frame folder or image")
+    p.add_argument("--weights", help="checkpoint directory of any stage (required until vidseg bundles a model)")
+    p.add_argument("--task", choices=["vis", "vps", "vss"], help="default: the checkpoint's inference.task")
+    p.add_argument("--mode", choices=["online", "offline"],
+                   help="offline runs the DVIS++ refiner (refiner checkpoints; their default)")
+    p.add_argument("--window", type=int, default=30, help="offline: frames per refiner window (default 30)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="offline: context frames on each side of a window (default window // 6)")
+    p.add_argument("--out", default="vidseg_segment", help="output folder (default: ./vidseg_segment)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="CUDA autocast")
+    p.add_argument("--on-error", choices=["skip", "stop"], default="skip",
+                   help="unreadable frames: skip and report them (default) or stop")
+    p.add_argument("--min-score", type=float, default=0.5,
+                   help="overlay only: objects scoring below are not drawn (default 0.5; files keep all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from vidseg.errors import ConfigError
+    from vidseg.inference.predictor import VideoPredictor, default_weights
+    from vidseg.inference.segment import segment_video
+    from vidseg.io.video import open_video
+
+    weights = args.weights or default_weights()
+    if weights is None:
+        raise ConfigError("--weights is required: vidseg bundles no trained model")
+    video = open_video(args.source)  # a bad source fails before the model is loaded
+    predictor = VideoPredictor.from_checkpoint(
+        weights, task=args.task, mode=args.mode, window=args.window, overlap=args.overlap, device=args.device,
+        amp=args.amp,
+    )
+    summary = segment_video(predictor, video, args.out, on_error=args.on_error, progress=not args.no_progress,
+                            min_score=args.min_score)
+    state = "interrupted after" if summary.interrupted else "segmented"
+    skipped = f", {len(summary.skipped_frames)} unreadable frames skipped" if summary.skipped_frames else ""
+    print(f"{state} {summary.frames} frames ({summary.fps:.2f} frames/s, {summary.task}, {summary.mode}){skipped}; "
+          f"outputs in {args.out}")
+    return 130 if summary.interrupted else 0
+
+
 # --- entry point ------------------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -233,6 +290,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_convert_weights,
     _add_eval,
+    _add_segment,
 ]
 
 

@@ -100,6 +100,35 @@ class RefinerConfig:
 
 
 @dataclass(frozen=True)
+class L2GConfig:
+    """Local2Global: two-stage local queries, L2G-aligner, trajectory PE and reduced supervision."""
+
+    # Off = plain query propagation (the paper's Table 3 baseline).
+    aligner: bool = True
+    aligner_layers: int = 3
+    # FFN hidden size of the aligner (paper Table 5: 512 / 1024 / 2048).
+    aligner_ffn_dim: int = 1024
+    aligner_heads: int = 8
+    aligner_dropout: float = 0.0
+    # Global position embedding = MLP(sine(Mask2Box(previous masks))); off = learned static embedding.
+    trajectory_pe: bool = True
+    # Local query position embedding: learned per rank ("static", paper) or from their boxes ("dynamic").
+    local_pe: Literal["static", "dynamic"] = "static"
+    # Number of local queries; None = the decoder's number of queries.
+    num_local_queries: int | None = None
+    # Local query content is detached from the encoder (Mask DINO); the undetached tokens are supervised.
+    detach_local: bool = True
+    # Detach the previous frame's queries before propagating them.
+    detach_global: bool = False
+    # Skip the loss on a random subset of frames 1..T-1 (always the last one and >= min frames kept).
+    reduced_supervision: bool = True
+    min_supervised_frames: int = 2
+    # Image pre-training of the aligner (L2G §4.2): every frame is its own 1-frame clip started from the
+    # learnable global queries; the segmenter is frozen.
+    image_pretraining: bool = False
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The segmenter (and, for video methods, what sits on top of it)."""
 
@@ -115,6 +144,7 @@ class ModelConfig:
     method: Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g"] = "segmenter"
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    l2g: L2GConfig = field(default_factory=L2GConfig)
 
 
 @dataclass(frozen=True)
@@ -131,6 +161,11 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
+    # DVIS++ contrastive loss on the tracker's references (0 = off).
+    contrastive_weight: float = 2.0
+    # Video stages: fraction of the iterations whose matching uses the frozen previous stage's predictions
+    # in track order (DVIS++ "guided matching": 0.5); afterwards the stage matches its own predictions.
+    guided_matching: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -175,32 +210,6 @@ class OMAConfig:
     # Apply OMA to the refiner's cross-attention (paper) and optionally the tracker's too.
     refiner: bool = True
     tracker: bool = False
-
-
-@dataclass(frozen=True)
-class L2GConfig:
-    """Local2Global: two-stage local queries, L2G-aligner, trajectory PE and reduced supervision."""
-
-    # Off = plain query propagation (the paper's Table 3 baseline).
-    aligner: bool = True
-    aligner_layers: int = 3
-    # FFN hidden size of the aligner (paper Table 5: 512 / 1024 / 2048).
-    aligner_ffn_dim: int = 1024
-    aligner_heads: int = 8
-    aligner_dropout: float = 0.0
-    # Global position embedding = MLP(sine(Mask2Box(previous masks))); off = learned static embedding.
-    trajectory_pe: bool = True
-    # Local query position embedding: learned per rank ("static", paper) or from their boxes ("dynamic").
-    local_pe: Literal["static", "dynamic"] = "static"
-    # Number of local queries; None = the decoder's number of queries.
-    num_local_queries: int | None = None
-    # Local query content is detached from the encoder (Mask DINO); the undetached tokens are supervised.
-    detach_local: bool = True
-    # Detach the previous frame's queries before propagating them.
-    detach_global: bool = False
-    # Skip the loss on a random subset of frames 1..T-1 (always the last one and >= min frames kept).
-    reduced_supervision: bool = True
-    min_supervised_frames: int = 2
 
 
 @dataclass(frozen=True)
@@ -264,6 +273,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    mvc: MVCConfig = field(default_factory=MVCConfig)
+    oma: OMAConfig = field(default_factory=OMAConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -266,6 +266,9 @@ class VideoPostprocessor:
         is_thing: K thing flags (required for "vps").
         topk: VIS results per video (YouTube-VIS: 10, OVIS: 20).
         object_mask_threshold, overlap_threshold: VPS merge thresholds (0.8, 0.8).
+        classification: the model's class head: "softmax" (K+1 logits, last = no-object) or "sigmoid"
+            (K focal logits, Local2Global): class probabilities are then the sigmoid of the time-averaged
+            logits, with a zero no-object column so every task reads [Q, K+1] probabilities alike.
     """
 
     def __init__(
@@ -275,7 +278,11 @@ class VideoPostprocessor:
         topk: int = 10,
         object_mask_threshold: float = 0.8,
         overlap_threshold: float = 0.8,
+        classification: str = "softmax",
     ):
+        if classification not in ("softmax", "sigmoid"):
+            raise ValueError(f"unknown classification {classification!r} (expected softmax or sigmoid)")
+        self.classification = classification
         if task not in ("vis", "vps", "vss"):
             raise ValueError(f"unknown video task {task!r} (expected vis, vps or vss)")
         if task == "vps" and is_thing is None:
@@ -320,6 +327,13 @@ class VideoPostprocessor:
     def init_state(self) -> OnlineClassState:
         return OnlineClassState()
 
+    def class_probs(self, logits: Tensor) -> Tensor:
+        """[Q, K+1] class probabilities from time-averaged logits [Q, K+1] (softmax) or [Q, K] (sigmoid)."""
+        if self.classification == "softmax":
+            return logits.softmax(-1)
+        probs = logits.sigmoid()
+        return torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=-1)
+
     def online(
         self,
         frame: VideoFrameOutput,
@@ -331,7 +345,7 @@ class VideoPostprocessor:
         logits = frame.class_logits[batch_index].detach().float().cpu()
         total = logits if state.logit_sum is None else state.logit_sum + logits
         state = replace(state, logit_sum=total, count=state.count + 1)
-        probs = (total / state.count).softmax(-1)
+        probs = self.class_probs(total / state.count)
         result = self.clip(
             probs, frame.mask_logits[batch_index][None].detach(), [frame.frame_index], geometry
         )

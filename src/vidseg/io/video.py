@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +23,9 @@ from vidseg.errors import DataFormatError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+# Called with (frame index after stride, the error) for each frame a tolerant reader skips.
+FrameErrorHandler = Callable[[int, DataFormatError], None]
 
 
 @dataclass(frozen=True)
@@ -160,31 +163,74 @@ class VideoSource:
     # -- reading ------------------------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        for _, frame in self.indexed():
+            yield frame
+
+    def indexed(self, on_error: FrameErrorHandler | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame index after stride, [H, W, 3] uint8 frame).
+
+        Without `on_error`, an unreadable frame raises `DataFormatError` and ends the stream. With it,
+        the frame is skipped: `on_error(index, error)` is called and reading goes on with the next one
+        (a video is decoded packet by packet so one bad packet costs one frame, not the rest of the video).
+        """
         if self.kind == "video":
-            yield from self._iter_video()
+            yield from self._iter_video(on_error)
         elif self.kind in ("folder", "image"):
-            for path in self._frame_files[:: self.stride]:
-                yield self._resize(self._read_image(path))
+            for index, path in enumerate(self._frame_files[:: self.stride]):
+                try:
+                    frame = self._read_image(path)
+                except DataFormatError as e:
+                    if on_error is None:
+                        raise
+                    on_error(index, e)
+                    continue
+                yield index, self._resize(frame)
         else:
             assert self._iterable is not None
             for i, frame in enumerate(self._iterable):
-                if i % self.stride == 0:
-                    yield self._resize(_check_array(frame, i))
+                if i % self.stride:
+                    continue
+                try:
+                    frame = _check_array(frame, i)
+                except DataFormatError as e:
+                    if on_error is None:
+                        raise
+                    on_error(i // self.stride, e)
+                    continue
+                yield i // self.stride, self._resize(frame)
 
-    def _iter_video(self) -> Iterator[np.ndarray]:
+    def _iter_video(self, on_error: FrameErrorHandler | None) -> Iterator[tuple[int, np.ndarray]]:
         assert self.path is not None
         index = -1
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                for index, frame in enumerate(container.decode(stream)):
-                    if index % self.stride:
+                # Slice threads only: frame threading delays output and errors by several packets, so a
+                # decode error could not be pinned to the frame it lost.
+                stream.thread_type = "SLICE"
+                clock = _FrameClock(stream)
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError as e:
+                        # The decoder recovers at the next packet; only this packet's frame is lost.
+                        lost = clock.lost(packet.pts)
+                        if lost % self.stride:
+                            continue  # a frame the stride leaves out anyway
+                        err = DataFormatError(self.path, f"cannot decode frame {lost // self.stride} "
+                                                         f"({_av_reason(e)})")
+                        if on_error is None:
+                            raise err from None
+                        on_error(lost // self.stride, err)
                         continue
-                    if self.short_side is not None:
-                        oh, ow = resized_shape(frame.height, frame.width, self.short_side)
-                        frame = frame.reformat(width=ow, height=oh, interpolation="BILINEAR")
-                    yield frame.to_ndarray(format="rgb24")
+                    for frame in frames:
+                        index = clock.index(frame.pts)
+                        if index % self.stride:
+                            continue
+                        if self.short_side is not None:
+                            oh, ow = resized_shape(frame.height, frame.width, self.short_side)
+                            frame = frame.reformat(width=ow, height=oh, interpolation="BILINEAR")
+                        yield index // self.stride, frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as e:
             raise DataFormatError(self.path, f"decoding failed after frame {index} ({_av_reason(e)})") from None
 
@@ -273,6 +319,42 @@ def _check_array(frame: np.ndarray, index: int) -> np.ndarray:
     if frame.dtype != np.uint8:
         raise DataFormatError(None, f"expected uint8 pixels, got {frame.dtype}", field=f"frame {index}")
     return frame
+
+
+class _FrameClock:
+    """Frame index of a decoded frame (or lost packet) from its timestamp.
+
+    Constant-rate video: index = (pts - pts of frame 0) x time_base x fps, so frames keep their position
+    when a packet before them is lost. Without timestamps, or where they would not increase (variable rate),
+    the index is one past the previous frame's.
+    """
+
+    def __init__(self, stream: av.video.stream.VideoStream):
+        rate = stream.average_rate or stream.guessed_rate
+        self._scale = None if not rate or stream.time_base is None else stream.time_base * rate
+        self._start = stream.start_time or 0
+        self._last = -1
+        self._lost_any = False
+
+    def position(self, pts: int | None) -> int | None:
+        """Index given by the timestamp alone (None without one)."""
+        if pts is None or self._scale is None:
+            return None
+        return round((pts - self._start) * self._scale)
+
+    def index(self, pts: int | None) -> int:
+        """Index of the next decoded frame (frames come out in presentation order)."""
+        if self._last < 0 and not self._lost_any and pts is not None:
+            self._start = pts  # the first frame is frame 0, whatever start time the container declares
+        position = self.position(pts)
+        self._last = self._last + 1 if position is None else max(self._last + 1, position)
+        return self._last
+
+    def lost(self, pts: int | None) -> int:
+        """Index of the frame of a packet that failed to decode (packets arrive in decoding order)."""
+        self._lost_any = True
+        position = self.position(pts)
+        return self._last + 1 if position is None else position
 
 
 def _len_or_none(source: object, stride: int) -> int | None:

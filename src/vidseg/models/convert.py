@@ -29,12 +29,12 @@ from vidseg.config import (
     to_dict,
 )
 from vidseg.errors import CheckpointError, ConfigError
+from vidseg.training.checkpoint import load_weights
 
 __all__ = [
     "STAGE",
     "convert_hf_checkpoint",
     "convert_hf_state_dict",
-    "load_converted_state",
     "model_config_from_hf",
     "read_converted",
     "swin_name_from_hf",
@@ -359,35 +359,13 @@ def convert_hf_checkpoint(
     if check:
         from vidseg.models.segmenter import build_segmenter
 
-        load_converted_state(build_segmenter(cfg), state, source=str(src))
+        load_weights(build_segmenter(cfg), dict(state), str(src))
     meta = {"stage": STAGE, "config": json.dumps(to_dict(cfg)), "source": f"transformers:{src.name}"}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata=meta)
     sidecar = out.with_suffix(".json")
     sidecar.write_text(json.dumps({"stage": STAGE, "model": to_dict(cfg)}, indent=2) + "\n")
     return out, cfg
-
-
-def load_converted_state(model: Any, state: Mapping[str, Tensor], *, source: str = "<state>") -> None:
-    """Load `state` into a vidseg segmenter strictly; CheckpointError naming missing/extra/misshaped keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {missing[:5]}{_more(missing)}")
-    if extra:
-        problems.append(f"unexpected {extra[:5]}{_more(extra)}")
-    if shapes:
-        problems.append(f"shape mismatch {shapes[:5]}{_more(shapes)}")
-    if problems:
-        raise CheckpointError(f"{source}: does not fit the segmenter: " + "; ".join(problems))
-    model.load_state_dict(dict(state), strict=True)
 
 
 def read_converted(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor]]:

@@ -9,6 +9,7 @@ cover the padded image at stride 4 (crop `[:ceil(H/4), :ceil(W/4)]` to get back 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -196,5 +197,9 @@ def segmenter_from_backbone(backbone: nn.Module, cfg: ModelConfig) -> Segmenter:
         pre_norm=dc.pre_norm,
         mask_threshold=dc.mask_threshold,
     )
+    if cfg.classification == "sigmoid":
+        # Focal-loss prior (RetinaNet): every class starts at probability 0.01, so the first iterations are
+        # not dominated by the loss of Q x K confident false positives.
+        nn.init.constant_(decoder.class_head.bias, -math.log((1 - 0.01) / 0.01))
     reid = MLP(dc.hidden_dim, dc.hidden_dim, dc.hidden_dim, 3) if cfg.reid_head else None
     return Segmenter(backbone, pixel_decoder, decoder, reid_head=reid)

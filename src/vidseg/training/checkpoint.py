@@ -170,3 +170,25 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
         if p.is_dir() and p.name[5:].isdigit() and (p / "manifest.json").exists():
             found.append((int(p.name[5:]), p))
     return max(found)[1] if found else None
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path) -> None:
+    """`module.load_state_dict(strict=True)`, with missing/unexpected/mis-shaped keys as a one-line error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(
+                f"{len(wrong)} with the wrong shape (e.g. {k}: {tuple(state_dict[k].shape)} in the file, "
+                f"{tuple(own[k].shape)} in the model)"
+            )
+        raise CheckpointError(f"{source}: model.safetensors: weights do not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state_dict)

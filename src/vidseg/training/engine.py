@@ -175,16 +175,19 @@ class Trainer:
         config: experiment config (optim, seed, data.num_workers); saved in every checkpoint.
         options: output directory, stage tag, checkpoint/log/eval cadence, device.
         eval_fn: optional periodic evaluation, (model) -> metrics.
+        iteration_hook: called with the iteration index before each step (stages whose loss depends on
+            training progress, e.g. guided matching, read it from there; it is correct after `--resume`).
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Any],
                  loss_fn: LossFn, config: ExperimentConfig, options: EngineOptions,
-                 eval_fn: EvalFn | None = None):
+                 eval_fn: EvalFn | None = None, iteration_hook: Callable[[int], None] | None = None):
         self.config, self.options = config, options
         self.device = torch.device(options.device)
         self.rank, self.world = init_distributed(options.device)
         self.model = model.to(self.device)
         self.dataset, self.collate_fn, self.loss_fn, self.eval_fn = dataset, collate_fn, loss_fn, eval_fn
+        self.iteration_hook = iteration_hook
         self.optimizer = build_optimizer(self.model, config.optim)
         amp = config.optim.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -317,6 +320,8 @@ class Trainer:
         optim = self.config.optim
         self.optimizer.zero_grad(set_to_none=True)
         set_lr(self.optimizer, self.iteration, optim)
+        if self.iteration_hook is not None:
+            self.iteration_hook(self.iteration)
         total = torch.zeros((), device=self.device)
         terms: dict[str, float] = {}
         for micro in range(optim.grad_accumulation):

@@ -14,14 +14,15 @@ _NO_DECAY_KEYWORDS = ("norm", "bn", "bias", "embed", "relative_position_bias_tab
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters.
 
-    Parameters whose name starts with `backbone.` use `lr * backbone_lr_multiplier`; norms, biases and
-    embeddings use weight decay 0.
+    Parameters of a `backbone` submodule (`backbone.*`, `segmenter.backbone.*`) use
+    `lr * backbone_lr_multiplier`; norms, biases and embeddings use weight decay 0.
     """
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = cfg.lr * (cfg.backbone_lr_multiplier if name.startswith("backbone.") else 1.0)
+        in_backbone = name.startswith("backbone.") or ".backbone." in name
+        lr = cfg.lr * (cfg.backbone_lr_multiplier if in_backbone else 1.0)
         no_decay = param.ndim <= 1 or any(k in name for k in _NO_DECAY_KEYWORDS)
         groups.setdefault((lr, 0.0 if no_decay else cfg.weight_decay), []).append(param)
     if not groups:

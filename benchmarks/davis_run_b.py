@@ -1,0 +1,150 @@
+"""Real run B: YouTube-VIS AP and DAVIS J&F of a checkpoint on the DAVIS-2016 train or val split.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py runs/davis_b/ckpt_0001250 --split val
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py src/vidseg/assets/demo_model --split val
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py --untrained mask2former/davis_effnet_lite0
+
+Prints JSON. The split (sequence names) comes from the checkpoint's config (`data.val_annotations` /
+`data.train_annotations`, see `vidseg.data.build`), the data from `--data` or the config's root (run from
+the repository root: the preset's roots are relative to it).
+
+Protocol:
+
+* Inference is the product's: `VideoPredictor` (online MinVIS association of a `segmenter` checkpoint,
+  classes = each slot's logits averaged over the frames so far, `inference.test_topk` results per frame),
+  frames read from `JPEGImages/<sequence>/`, resized as `inference.min_size`/`max_size` say.
+* YouTube-VIS AP: the official-parity evaluator on the split written as YouTube-VIS ground truth (one
+  category, `object`, one track per sequence); a result track's score is its mean per-frame score.
+* DAVIS J&F (DAVIS-2016: one foreground mask per frame): the foreground of a frame is the mask of the
+  video's single best track (highest track score, "top1"); "union" is reported too: the union of every
+  track scoring >= 0.5 (falls back to top1 when none does). Scored with `vidseg.evaluation.davis` as the
+  DAVIS toolkit does (first and last frame excluded, F tolerance 0.008 of the diagonal).
+* `--untrained CONFIG`: the same architecture with its ImageNet backbone and seeded random heads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vidseg.config import ExperimentConfig, load_preset_or_file
+from vidseg.data.annotations import VideoAnnotation
+from vidseg.data.build import davis_sequences
+from vidseg.data.formats.davis import read_davis
+from vidseg.data.formats.ytvis import ytvis_json
+from vidseg.evaluation.davis import DavisEvaluator, DavisSequence
+from vidseg.evaluation.ytvis import YtvisEvaluator, parse_ytvis_gt
+from vidseg.inference.predictor import VideoPredictor
+from vidseg.models.model import build_model
+from vidseg.structures import Track, VideoResult, decode_rle
+
+UNION_THRESHOLD = 0.5
+YTVIS_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10")
+
+
+@dataclass
+class SequencePrediction:
+    """Tracks of one sequence and the inference time."""
+
+    tracks: list[Track]
+    seconds: float
+
+
+def predict_sequence(predictor: VideoPredictor, video: VideoAnnotation) -> SequencePrediction:
+    """Run the predictor over a sequence's frame files; results grouped into tracks."""
+    start = time.perf_counter()
+    result = VideoResult(video.video_id)
+    for frame_result in predictor.run(video.load_frame(t) for t in range(len(video))):
+        result.add(frame_result)
+    return SequencePrediction(result.tracks(), time.perf_counter() - start)
+
+
+def foreground(tracks: list[Track], t: int, height: int, width: int, mode: str) -> np.ndarray:
+    """[H, W] bool DAVIS-2016 foreground of frame t: the best track ("top1") or the confident union."""
+    if not tracks:
+        return np.zeros((height, width), bool)
+    best = max(tracks, key=lambda tr: tr.score)
+    chosen = [best] if mode == "top1" else [tr for tr in tracks if tr.score >= UNION_THRESHOLD] or [best]
+    out = np.zeros((height, width), bool)
+    for tr in chosen:
+        seg = tr.segmentations[t]
+        if seg is not None:
+            out |= decode_rle(seg)
+    return out
+
+
+def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: dict) -> dict:
+    """YouTube-VIS AP and DAVIS J&F (top1 and union) of the predictor on `videos`."""
+    ytvis = YtvisEvaluator(parse_ytvis_gt(gt_json, "<davis split>"))
+    davis = {mode: DavisEvaluator() for mode in ("top1", "union")}
+    frames, seconds, per_sequence = 0, 0.0, {}
+    for video in videos:
+        pred = predict_sequence(predictor, video)
+        frames, seconds = frames + len(video), seconds + pred.seconds
+        entries = [
+            {"video_id": video.video_id, "category_id": 1, "score": tr.score, "segmentations": tr.segmentations}
+            for tr in pred.tracks
+        ]
+        if entries:
+            ytvis.add_video(video.video_id, entries)
+        gt_track = video.instances[0]
+        row = {"frames": len(video)}
+        for mode, ev in davis.items():
+            seq = DavisSequence(video.name, 1)
+            for t in range(len(video)):
+                gt = gt_track.mask(t, video.height, video.width).astype(np.uint8)
+                seq.add_frame(gt, foreground(pred.tracks, t, video.height, video.width, mode).astype(np.uint8))
+            scores = seq.finish()
+            ev.add(scores)
+            row[f"J_{mode}"], row[f"F_{mode}"] = scores[0].J[0], scores[0].F[0]
+        row["best_track_score"] = max((tr.score for tr in pred.tracks), default=0.0)
+        per_sequence[video.name] = row
+    ap = ytvis.summarize()
+    report: dict = {"ytvis": {k: float(getattr(ap, k)) for k in YTVIS_KEYS}}
+    for mode, ev in davis.items():
+        m = ev.summarize()
+        report[f"davis_{mode}"] = {"J_mean": m.J_mean, "F_mean": m.F_mean, "JF_mean": m.JF_mean,
+                                   "J_recall": m.J_recall, "F_recall": m.F_recall}
+    report["per_sequence"] = per_sequence
+    report["frames"] = frames
+    report["seconds"] = round(seconds, 2)
+    report["fps"] = round(frames / seconds, 3) if seconds else 0.0
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint directory (any stage)")
+    parser.add_argument("--untrained", metavar="CONFIG", help="evaluate CONFIG's architecture untrained instead")
+    parser.add_argument("--split", choices=["val", "train"], default="val")
+    parser.add_argument("--data", help="DAVIS root (default: the config's data root of the split)")
+    parser.add_argument("--sequences", help="comma-separated sequences instead of the config's split")
+    args = parser.parse_args()
+    if (args.checkpoint is None) == (args.untrained is None):
+        parser.error("give a checkpoint or --untrained CONFIG")
+    if args.untrained:
+        config: ExperimentConfig = load_preset_or_file(args.untrained)
+        torch.manual_seed(config.seed)
+        predictor = VideoPredictor(build_model(config), config, device="cpu")
+        what = {"untrained": args.untrained}
+    else:
+        predictor = VideoPredictor.from_checkpoint(args.checkpoint, device="cpu")
+        config = predictor.config
+        what = {"checkpoint": args.checkpoint, "stage": predictor.stage}
+    data = config.data
+    root = args.data or (data.val_root if args.split == "val" else data.train_root)
+    field = f"data.{args.split}_annotations"
+    names = davis_sequences(args.sequences or getattr(data, f"{args.split}_annotations"), root, field)
+    dataset = read_davis(root, names)
+    report = {**what, "split": args.split, "sequences": [v.name for v in dataset.videos]}
+    report.update(evaluate(predictor, dataset.videos, ytvis_json(dataset, rle="compressed")))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

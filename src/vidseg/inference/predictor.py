@@ -1,0 +1,480 @@
+"""Streaming video segmentation: frames in, `FrameResult`s out, memory independent of the video length.
+
+    predictor = VideoPredictor.from_checkpoint("runs/tracker/ckpt_0040000", task="vis")
+    for result in predictor.run("my_video.mp4"):   # a video, frame folder, image or iterable of frames
+        ...                                        # FrameResult: RLE masks, track/class ids, scores
+
+Every frame is resized (short side `inference.min_size`, long side at most `inference.max_size`), run
+through `VideoSegmentationModel.step` with the video model's state carried from frame to frame, and its
+masks are mapped back onto the original frame (`FrameGeometry`). Results leave as RLE / numpy on the CPU.
+
+Online mode (MinVIS, DVIS++ online, Local2Global, or DVIS++ offline without its refiner): one result per
+frame, as soon as the frame is in; classes are each slot's logits averaged over the frames seen so far
+(softmax over K+1 classes, or the sigmoid of K for focal heads such as Local2Global's).
+`step(frame)` processes one frame; `run(source)` is exactly a loop of `step`s, so both give identical
+results.
+
+Offline mode (DVIS++ offline): the tracker still steps over every frame with its state carried, so slot q
+is the same object in the whole video. The refiner runs over windows of `window` frames that overlap by
+`2 * overlap` frames: every window but the first starts with `overlap` frames that were already emitted
+and every window but the last ends with `overlap` frames that the next window emits, so each emitted frame
+has at least `overlap` frames of context on both sides (except at the ends of the video). Only a window's
+frames are held (mask features on the CPU), so memory is bounded by `window`, not by the video length.
+`push(frame)` returns the results that became final, `flush()` the rest at the end; `run` is built on them.
+
+Ids across windows: a result's id depends only on its slot (VIS: slot x K + class + 1; VPS: thing = slot
++ 1, stuff = Q + 1 + class), and slots are consistent across windows because the tracker state is carried.
+The class probabilities that select and label the results of a window are the running mean, weighted by
+emitted frames, of every window's refined probabilities so far (as online mode averages logits over the
+frames so far): the label of an object settles as the video goes on instead of jumping with each window, and
+with `window` >= the video length the result is exactly that of a single refiner pass over the video.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from vidseg.config import DataConfig, ExperimentConfig
+from vidseg.data.annotations import Category
+from vidseg.errors import ConfigError, DataFormatError
+from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
+from vidseg.io.video import VideoInfo, VideoSource, open_video
+from vidseg.models.model import ModelStep, VideoSegmentationModel, load_model
+from vidseg.models.oma import ObjectMaskedAttention
+from vidseg.models.outputs import SegmenterOutput
+from vidseg.structures import FrameResult
+
+Task = Literal["vis", "vps", "vss"]
+Mode = Literal["online", "offline"]
+Amp = Literal["none", "bf16", "fp16"]
+OnError = Literal["skip", "stop"]
+Source = str | Path | Iterable[np.ndarray] | VideoSource
+
+# `inference.task` may name the per-frame task; a video predictor runs its video counterpart.
+_VIDEO_TASK: dict[str, Task] = {
+    "vis": "vis", "vps": "vps", "vss": "vss", "instance": "vis", "panoptic": "vps", "semantic": "vss",
+}
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def default_weights() -> Path | None:
+    """The checkpoint `vidseg segment` uses without `--weights`: the bundled run-B model (None if absent)."""
+    from vidseg.demo import DEMO_MODEL
+
+    return DEMO_MODEL if (DEMO_MODEL / "manifest.json").is_file() else None
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """What the K classes of a model are.
+
+    Attributes:
+        names: K class names (overlay labels).
+        is_thing: K flags, True for thing classes (VPS merges stuff per class).
+        category_ids: K dataset category ids written into submissions (None: the writers' defaults).
+    """
+
+    names: tuple[str, ...]
+    is_thing: tuple[bool, ...]
+    category_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        k = len(self.names)
+        if len(self.is_thing) != k or (self.category_ids is not None and len(self.category_ids) != k):
+            raise ValueError(f"ClassInfo: {k} names, {len(self.is_thing)} thing flags, "
+                             f"{None if self.category_ids is None else len(self.category_ids)} category ids")
+
+    @classmethod
+    def generic(cls, num_classes: int) -> ClassInfo:
+        """Names "class 0".."class K-1", all things (nothing is known about the classes)."""
+        return cls(tuple(f"class {k}" for k in range(num_classes)), (True,) * num_classes)
+
+    @classmethod
+    def from_categories(cls, categories: Sequence[Category]) -> ClassInfo:
+        """From a dataset's categories sorted by id (their position is the contiguous class index)."""
+        return cls(tuple(c.name for c in categories), tuple(bool(c.isthing) for c in categories),
+                   tuple(int(c.id) for c in categories))
+
+
+def class_info_from_config(config: ExperimentConfig) -> ClassInfo:
+    """The classes of the dataset named in `config.data` when its files are here and have K classes,
+    else `ClassInfo.generic(K)` (a checkpoint moved to another machine has no dataset beside it)."""
+    k = config.model.num_classes
+    categories = _dataset_categories(config.data)
+    if categories is None or len(categories) != k:
+        return ClassInfo.generic(k)
+    return ClassInfo.from_categories(categories)
+
+
+def _dataset_categories(data: DataConfig) -> list[Category] | None:
+    from vidseg.data.formats.davis import OBJECT
+    from vidseg.data.formats.jsonio import load_json
+    from vidseg.data.formats.vspw import read_vspw_categories
+    from vidseg.data.formats.ytvis import read_categories
+
+    if data.format == "davis":
+        return [OBJECT]
+    roots = [Path(r) for r in (data.val_root, data.train_root) if r]
+    if data.format == "vspw":
+        found = [r for r in roots if r.is_dir()]
+        return read_vspw_categories(found[0]) if found else None
+    candidates = [Path(a) for a in (data.val_annotations, data.train_annotations) if a]
+    if data.format == "vipseg":
+        candidates += [r / f"panoptic_gt_VIPSeg_{s}.json" for r in roots for s in ("val", "train")]
+    for path in candidates:
+        if path.is_file():
+            try:
+                data_json = load_json(path)
+                return read_categories(data_json, path) if isinstance(data_json, dict) else None
+            except DataFormatError:
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class SkippedFrame:
+    """A source frame that could not be read and was left out (`index` counts frames after the stride)."""
+
+    index: int
+    reason: str
+
+
+def inference_size(height: int, width: int, min_size: int | None, max_size: int | None) -> tuple[int, int]:
+    """(h, w) the model sees: short side scaled to `min_size`, then scaled down so the long side is at most
+    `max_size` (Mask2Former's test-time ResizeShortestEdge). None leaves that limit out."""
+    scale = 1.0 if min_size is None else min_size / min(height, width)
+    if max_size is not None and max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+@dataclass
+class _Buffered:
+    """One frame waiting in the offline window: its model step (slimmed), source index and geometry."""
+
+    step: ModelStep
+    index: int
+    geometry: FrameGeometry
+
+
+@dataclass
+class _OfflineState:
+    """The offline window and the running video-level class probabilities.
+
+    Attributes:
+        buffer: the frames of the current window, oldest first.
+        emitted: how many frames at the head of `buffer` were already emitted (the left context).
+        class_probs: [Q, K+1] running frame-weighted mean of the windows' class probabilities.
+        frames: frames emitted so far (the weight of `class_probs`).
+    """
+
+    buffer: list[_Buffered] = field(default_factory=list)
+    emitted: int = 0
+    class_probs: Tensor | None = None
+    frames: int = 0
+
+
+class VideoPredictor:
+    """Streams a video through a `VideoSegmentationModel` (see the module docstring).
+
+    Args:
+        model: the model; moved to `device` and put in eval mode.
+        config: the experiment config it was trained with (`inference` and `model.num_classes` are used).
+        task: "vis", "vps" or "vss"; default `config.inference.task` (image task names map to video ones).
+        mode: "online" or "offline"; default offline for DVIS++ offline models, else online.
+        window: offline: frames per refiner window (> 2 x overlap).
+        overlap: offline: frames of context on each side of a window's emitted frames (default window // 6).
+        device: "cpu", "cuda", "cuda:N"; default CUDA when available.
+        amp: "bf16"/"fp16" runs the model under CUDA autocast; on the CPU the model always runs in fp32.
+        classes: class names / thing flags / dataset ids; default from the dataset named in the config.
+    """
+
+    def __init__(
+        self,
+        model: VideoSegmentationModel,
+        config: ExperimentConfig,
+        *,
+        task: str | None = None,
+        mode: str | None = None,
+        window: int = 30,
+        overlap: int | None = None,
+        device: torch.device | str | None = None,
+        amp: str = "none",
+        classes: ClassInfo | None = None,
+    ):
+        task_name = task or config.inference.task
+        if task_name not in _VIDEO_TASK:
+            raise ConfigError(f"task: unknown {task_name!r}; expected vis, vps or vss")
+        self.task: Task = _VIDEO_TASK[task_name]
+        if mode not in (None, "online", "offline"):
+            raise ConfigError(f"mode: unknown {mode!r}; expected online or offline")
+        if mode == "offline" and not model.is_offline:
+            raise ConfigError(f"mode: offline needs a refiner (a dvis_offline model), this model is "
+                              f"{model.method!r}; use mode online")
+        self.mode: Mode = mode or ("offline" if model.is_offline else "online")  # type: ignore[assignment]
+        overlap = window // 6 if overlap is None else overlap
+        if window < 1 or overlap < 0 or window <= 2 * overlap:
+            raise ConfigError(f"window/overlap: need window > 2 x overlap >= 0, got window {window}, "
+                              f"overlap {overlap}")
+        if amp not in ("none", *_AMP_DTYPES):
+            raise ConfigError(f"amp: unknown {amp!r}; expected none, bf16 or fp16")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if amp != "none" and self.device.type != "cuda":
+            warnings.warn(f"amp {amp!r} is for CUDA; running in fp32 on {self.device}", stacklevel=2)
+            amp = "none"
+        self.amp: Amp = amp  # type: ignore[assignment]
+        self.window, self.overlap = window, overlap
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.classes = classes or class_info_from_config(config)
+        if len(self.classes.names) != config.model.num_classes:
+            raise ConfigError(f"classes: {len(self.classes.names)} given, the model has "
+                              f"{config.model.num_classes}")
+        inf = config.inference
+        # Focal (sigmoid) heads such as Local2Global's have K logits and no no-object class.
+        self.postprocessor = VideoPostprocessor(
+            self.task, self.classes.is_thing, inf.test_topk, inf.object_mask_threshold, inf.overlap_threshold,
+            classification=config.model.classification,
+        )
+        # OMA at inference only in its "masked inference" variant (MVC paper Table 6; off by default).
+        oma = config.oma
+        self._oma = ObjectMaskedAttention(oma) if oma.enabled and oma.masked_inference else None
+        self.checkpoint: Path | None = None
+        self.stage: str | None = None
+        self.video_info: VideoInfo | None = None
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, *, device: torch.device | str | None = None, **kwargs: object
+    ) -> VideoPredictor:
+        """A predictor for a checkpoint of any stage (see `vidseg.models.model.load_model`).
+
+        Raises:
+            CheckpointError: missing, corrupt or mismatched checkpoint.
+        """
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        loaded = load_model(path, device=device)
+        predictor = cls(loaded.model, loaded.config, device=device, **kwargs)  # type: ignore[arg-type]
+        predictor.checkpoint, predictor.stage = loaded.path, loaded.stage
+        return predictor
+
+    # -- streaming ----------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start a new video: forget the tracker state, the running classes and the offline window."""
+        self._state = self.model.init_state()
+        self._classes = self.postprocessor.init_state()
+        self._offline = _OfflineState()
+        self._next_index = 0
+        self._geometry: FrameGeometry | None = None
+        self.frames_seen = 0
+        self.skipped_frames: list[SkippedFrame] = []
+
+    def step(self, frame: np.ndarray, frame_index: int | None = None) -> FrameResult:
+        """Online: segment and track one [H, W, 3] uint8 RGB frame of the current video.
+
+        `frame_index` (default: one past the previous frame's) is the result's `frame_index`.
+        """
+        if self.mode != "online":
+            raise ValueError("step() is online; in offline mode use push() and flush()")
+        return self.push(frame, frame_index)[0]
+
+    def push(self, frame: np.ndarray, frame_index: int | None = None) -> list[FrameResult]:
+        """Add one frame; returns the results that are final now (online: this frame's; offline: a
+        window's emitted frames once the window is full, else none)."""
+        index = self._next_index if frame_index is None else int(frame_index)
+        self._next_index = index + 1
+        images, geometry = self._prepare(frame, index)
+        with torch.inference_mode():
+            with self._autocast():
+                step, self._state = self.model.step(images, self._state)
+            self.frames_seen += 1
+            if self.mode == "online":
+                # Post-processing (mask resizing, class averaging) stays in fp32, outside autocast.
+                result, self._classes = self.postprocessor.online(step.frame, self._classes, geometry)
+                return [replace(result, frame_index=index)]
+            self._offline.buffer.append(_Buffered(strip_for_refiner(step), index, geometry))
+            if len(self._offline.buffer) < self.window:
+                return []
+            return self._refine(final=False)
+
+    def flush(self) -> list[FrameResult]:
+        """Offline: refine what is left of the video and return its results (online: nothing is held)."""
+        if self.mode == "online" or len(self._offline.buffer) <= self._offline.emitted:
+            return []
+        with torch.inference_mode():
+            return self._refine(final=True)
+
+    def run(
+        self,
+        source: Source,
+        *,
+        on_error: OnError = "skip",
+        on_skip: Callable[[SkippedFrame], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[FrameResult]:
+        """Segment a whole video (a new one: `reset()` first) lazily, one result per readable frame.
+
+        Args:
+            source: video file, frame folder, image, iterable of [H, W, 3] uint8 frames, or a `VideoSource`.
+            on_error: "skip": an unreadable frame is left out, recorded in `skipped_frames` and reported to
+                `on_skip` (default: a warning); "stop": it raises `DataFormatError` after the results of
+                the frames before it.
+            should_stop: checked before each frame is read; when it returns True no more frames are read
+                and the results of the frames already read are still produced (e.g. on Ctrl-C).
+        """
+        for _, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=False):
+            yield result
+
+    def stream(
+        self,
+        source: Source,
+        *,
+        on_error: OnError = "skip",
+        on_skip: Callable[[SkippedFrame], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[np.ndarray, FrameResult]]:
+        """`run`, yielding each original frame with its result (for overlays). Offline mode holds the
+        frames of one window until their results are final."""
+        for frame, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=True):
+            assert frame is not None
+            yield frame, result
+
+    def _stream(
+        self,
+        source: Source,
+        on_error: OnError,
+        on_skip: Callable[[SkippedFrame], None] | None,
+        should_stop: Callable[[], bool] | None,
+        keep_frames: bool,
+    ) -> Iterator[tuple[np.ndarray | None, FrameResult]]:
+        if on_error not in ("skip", "stop"):
+            raise ConfigError(f"on_error: unknown {on_error!r}; expected skip or stop")
+        self.reset()
+        video = source if isinstance(source, VideoSource) else open_video(source)
+        self.video_info = video.info
+        report = on_skip or _warn_skipped
+
+        def skipped(index: int, error: DataFormatError) -> None:
+            record = SkippedFrame(index, str(error))
+            self.skipped_frames.append(record)
+            report(record)
+
+        waiting: dict[int, np.ndarray] = {}
+        frames = video.indexed(skipped if on_error == "skip" else None)
+        stop: DataFormatError | None = None
+        try:
+            while should_stop is None or not should_stop():
+                try:
+                    index, frame = next(frames)
+                except StopIteration:
+                    break
+                except DataFormatError as e:
+                    stop = e
+                    break
+                if keep_frames:
+                    waiting[index] = frame
+                for result in self.push(frame, index):
+                    yield waiting.pop(result.frame_index, None), result
+        finally:
+            frames.close()  # closes the video file now, also when the caller stops early
+        # After a stop (on_error="stop" or should_stop), the frames already read still get their results.
+        for result in self.flush():
+            yield waiting.pop(result.frame_index, None), result
+        if stop is not None:
+            raise stop
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.amp == "none":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=_AMP_DTYPES[self.amp])
+
+    def _prepare(self, frame: np.ndarray, index: int) -> tuple[Tensor, FrameGeometry]:
+        """[H0, W0, 3] uint8 -> (images [1, 3, h, w] float 0-255 on the device, geometry)."""
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise DataFormatError(None, f"expected an HxWx3 uint8 frame, got {frame.dtype} {frame.shape}",
+                                  field=f"frame {index}")
+        h0, w0 = frame.shape[:2]
+        inf = self.config.inference
+        h, w = inference_size(h0, w0, inf.min_size, inf.max_size)
+        if (h, w) != (h0, w0):
+            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+        d = self.model.segmenter.size_divisibility
+        geometry = FrameGeometry((math.ceil(h / d) * d, math.ceil(w / d) * d), (h, w), (h0, w0))
+        if self.mode == "offline":
+            # A refiner window stacks the frames' mask features, so they must share one size.
+            if self._geometry is not None and geometry != self._geometry:
+                raise DataFormatError(None, f"is {w0}x{h0}, the video's first frame "
+                                      f"{self._geometry.output_size[1]}x{self._geometry.output_size[0]}",
+                                      field=f"frame {index}")
+            self._geometry = geometry
+        return self.model.segmenter.frames_to_batch([frame]), geometry
+
+    def _refine(self, final: bool) -> list[FrameResult]:
+        """Refine the window in the buffer and return its emitted frames' results (see module docstring)."""
+        state = self._offline
+        buffer = state.buffer
+        with self._autocast():
+            clip = self.model.refine([b.step for b in buffer], mask_feature_device="cpu", oma=self._oma)
+        start, stop = state.emitted, len(buffer) if final else len(buffer) - self.overlap
+        probs = clip.class_probs()[0].float().cpu()
+        n = stop - start
+        # Running mean; the first window's probabilities are used as they are (bit for bit).
+        if state.class_probs is None:
+            state.class_probs = probs
+        else:
+            state.class_probs = state.class_probs + (probs - state.class_probs) * (n / (state.frames + n))
+        state.frames += n
+        assert clip.mask_logits is not None
+        masks = clip.mask_logits[0, start:stop].to(self.device, torch.float32)
+        emitted = buffer[start:stop]
+        results = self.postprocessor.clip(
+            state.class_probs.to(self.device), masks, [b.index for b in emitted], emitted[0].geometry
+        )
+        if final:
+            state.buffer, state.emitted = [], 0
+        else:
+            keep = 2 * self.overlap
+            state.buffer, state.emitted = buffer[len(buffer) - keep:] if keep else [], self.overlap
+        return results
+
+
+def strip_for_refiner(step: ModelStep) -> ModelStep:
+    """What an offline window keeps of a step: what `refine` reads, with the mask features on the CPU.
+
+    The segmenter's and tracker's per-frame masks ([1, Q, h, w] each, replaced by empty [1, Q, 0, 0]), aux
+    outputs and multi-scale memory are dropped: they are the bulk of a step, and offline results come from
+    the refiner's masks.
+    """
+    seg, frame = step.segmenter, step.frame
+    b, q = seg.class_logits.shape[:2]
+    no_masks = seg.class_logits.new_zeros(b, q, 0, 0)
+    assert seg.mask_features is not None, "offline refinement needs the segmenter's mask features"
+    slim_seg = SegmenterOutput(
+        queries=seg.queries,
+        raw_queries=seg.raw_queries,
+        class_logits=seg.class_logits,
+        mask_logits=no_masks,
+        mask_features=seg.mask_features.to("cpu"),
+        reid_embeddings=seg.reid_embeddings,
+    )
+    return ModelStep(replace(frame, mask_logits=no_masks, aux=[], references=None), slim_seg)
+
+
+def _warn_skipped(frame: SkippedFrame) -> None:
+    warnings.warn(f"skipped frame {frame.index}: {frame.reason}", stacklevel=2)

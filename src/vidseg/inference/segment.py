@@ -1,0 +1,223 @@
+"""`vidseg segment`: one video through a `VideoPredictor` into an overlay, official-format files and a summary.
+
+Ctrl-C (or SIGTERM) stops reading; the frames already read are finished, every writer is closed and
+`summary.json` says `interrupted: true`, so the files on disk are complete and valid for those frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from vidseg.errors import VidsegError
+from vidseg.inference.predictor import (
+    ClassInfo,
+    OnError,
+    SkippedFrame,
+    Source,
+    Task,
+    VideoPredictor,
+)
+from vidseg.io.video import VideoSource, open_video
+from vidseg.structures import FrameResult
+
+# ---------------------------------------------------------------------------------------------------------
+# A video to files (`vidseg segment`)
+
+
+@dataclass
+class SegmentSummary:
+    """What `segment_video` did; written as `summary.json`.
+
+    Attributes:
+        source: the input.
+        frames: frames segmented (results written).
+        skipped_frames: indices of unreadable frames that were left out.
+        seconds: wall time of the segmentation loop; fps: frames / seconds.
+        interrupted: stopped by Ctrl-C (SIGINT) or SIGTERM; the files hold the frames done.
+        error: the error that stopped the run (e.g. a bad frame with on_error="stop"), None if none.
+        outputs: files and folders written, relative to the output folder.
+    """
+
+    source: str
+    task: str
+    mode: str
+    checkpoint: str | None
+    stage: str | None
+    device: str
+    window: int | None
+    overlap: int | None
+    frames: int = 0
+    skipped_frames: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    fps: float = 0.0
+    interrupted: bool = False
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["num_skipped_frames"] = len(self.skipped_frames)
+        return d
+
+
+class _StopSignal:
+    """Turns the first SIGINT/SIGTERM into a request to stop after the current frame (the second SIGINT
+    interrupts at once). Installed only in the main thread, where Python delivers signals."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]
+
+
+class _SubmissionWriter:
+    """The task's official prediction files for one video, fed in frame order."""
+
+    def __init__(self, task: Task, out_dir: Path, video: str, classes: ClassInfo, size: tuple[int, int] | None):
+        from vidseg.evaluation.submission import (
+            VipsegSubmissionWriter,
+            VspwSubmissionWriter,
+            YtvisSubmissionWriter,
+        )
+
+        self.task, self.video, self.size = task, video, size
+        ids = list(classes.category_ids) if classes.category_ids is not None else None
+        self._ytvis = YtvisSubmissionWriter(out_dir / "results.zip", ids) if task == "vis" else None
+        self._vipseg = VipsegSubmissionWriter(out_dir, ids) if task == "vps" else None
+        self._vspw = VspwSubmissionWriter(out_dir) if task == "vss" else None
+        self.outputs = {"vis": ["results.json", "results.zip"], "vps": ["pred.json", "pan_pred"],
+                        "vss": [video]}[task]
+        self._next = 0
+
+    def add(self, result: FrameResult, skipped: Sequence[int]) -> None:
+        if self._ytvis is not None:
+            # YouTube-VIS needs one segmentation per frame: unreadable frames before this one are empty.
+            for index in sorted(skipped):
+                if self._next <= index < result.frame_index:
+                    self._ytvis.add_frame(1, FrameResult(index, result.height, result.width))
+            self._ytvis.add_frame(1, result)
+        elif self._vipseg is not None:
+            self._vipseg.add_frame(self.video, result)
+        elif self._vspw is not None:
+            self._vspw.add_frame(self.video, result)
+        self._next = result.frame_index + 1
+
+    def close(self, skipped: Sequence[int]) -> None:
+        if self._ytvis is not None:
+            if self.size is not None:
+                for index in sorted(skipped):
+                    if index >= self._next:
+                        self._ytvis.add_frame(1, FrameResult(index, *self.size))
+            self._ytvis.close()
+        if self._vipseg is not None:
+            self._vipseg.close()
+
+
+def segment_video(
+    predictor: VideoPredictor,
+    source: Source,
+    out_dir: str | Path,
+    *,
+    on_error: OnError = "skip",
+    progress: bool = True,
+    min_score: float = 0.5,
+    log: Callable[[str], None] | None = None,
+) -> SegmentSummary:
+    """Segment `source` into `out_dir`: `overlay.mp4`, the task's prediction files and `summary.json`.
+
+    The overlay draws objects scoring at least `min_score` (VIS keeps the top-k results without a
+    threshold, and unconfident masks would bury the objects); the prediction files keep every result.
+
+    Prediction files (the official formats, the video named after the source file):
+    VIS `results.json` (+ `results.zip` for the server; video_id 1), VPS `pan_pred/<video>/*.png` +
+    `pred.json`, VSS `<video>/*.png`. Ctrl-C or SIGTERM stops after the current frame; every file is then
+    complete for the frames done (the mp4 finalised, the JSON closed) and `summary.json` says so.
+    """
+    from tqdm import tqdm
+
+    from vidseg.io.visualize import OverlayWriter
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    video = source if isinstance(source, VideoSource) else open_video(source)
+    name = video.path.stem if video.path is not None else "video"
+    info = video.info
+    offline = predictor.mode == "offline"
+    summary = SegmentSummary(
+        source=info.source, task=predictor.task, mode=predictor.mode,
+        checkpoint=None if predictor.checkpoint is None else str(predictor.checkpoint), stage=predictor.stage,
+        device=str(predictor.device), window=predictor.window if offline else None,
+        overlap=predictor.overlap if offline else None,
+    )
+    size = (info.height, info.width) if info.height and info.width else None
+    bar = tqdm(total=info.num_frames, unit="frame", desc=name, dynamic_ncols=True, disable=not progress)
+    say = log or (lambda message: tqdm.write(message, file=sys.stderr))  # keeps the bar intact
+
+    def skipped(frame: SkippedFrame) -> None:
+        summary.skipped_frames.append(frame.index)
+        bar.set_postfix(skipped=len(summary.skipped_frames))
+        say(f"warning: skipped frame {frame.index}: {frame.reason}")
+
+    start = time.perf_counter()
+    writer = _SubmissionWriter(predictor.task, out, name, predictor.classes, size)
+    overlay = OverlayWriter(out, fps=info.fps, class_names=predictor.classes.names)
+    try:
+        with _StopSignal() as stop:
+            results = predictor.stream(video, on_error=on_error, on_skip=skipped,
+                                       should_stop=lambda: stop.received is not None)
+            for frame, result in results:
+                overlay.write(frame, confident(result, min_score))
+                writer.add(result, summary.skipped_frames)
+                summary.frames += 1
+                bar.update(1)
+            summary.interrupted = stop.received is not None
+    except VidsegError as e:
+        summary.error = str(e)
+        raise
+    finally:
+        # Also on an error or a second Ctrl-C: finalise what was written so far.
+        overlay.close()
+        writer.close(summary.skipped_frames)
+        bar.close()
+        summary.seconds = round(time.perf_counter() - start, 3)
+        summary.fps = round(summary.frames / summary.seconds, 3) if summary.seconds > 0 else 0.0
+        summary.outputs = [*(["overlay.mp4"] if overlay.frames_written else []), *writer.outputs, "summary.json"]
+        _write_json_atomic(out / "summary.json", summary.to_dict())
+    return summary
+
+
+def confident(result: FrameResult, min_score: float) -> FrameResult:
+    """The result without the objects scoring below `min_score` (its semantic/panoptic maps are kept)."""
+    keep = np.flatnonzero(result.scores >= min_score)
+    if len(keep) == len(result.masks):
+        return result
+    return replace(result, masks=[result.masks[i] for i in keep], track_ids=result.track_ids[keep],
+                   class_ids=result.class_ids[keep], scores=result.scores[keep])
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
