@@ -1,6 +1,6 @@
 """Real run B: YouTube-VIS AP and DAVIS J&F of a checkpoint on the DAVIS-2016 train or val split.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py runs/davis_b/ckpt_0001250 --split val
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py runs/davis_b/ckpt_0001100 --split val
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py src/vidseg/assets/demo_model --split val
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py --untrained mask2former/davis_effnet_lite0
 

@@ -1,7 +1,7 @@
 """Rebuild the demo assets bundled in the package: the fp16 run-B model and the short real clip.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/make_demo_assets.py \
-        --checkpoint runs/davis_b/ckpt_0001000 --video ../shared/data/videos/bedroom.mp4 \
+        --checkpoint runs/davis_b/ckpt_0001100 --video ../shared/data/videos/bedroom.mp4 \
         --start 0 --frames 60 --stride 2 --short-side 270
 
 Writes `src/vidseg/assets/demo_model/` (`vidseg.training.export.export_checkpoint`, float16) and

@@ -66,8 +66,9 @@ def test_demo_overlay_frame_shows_the_tracked_object_masked(tmp_path):
     mask = masks.any(0)
     assert 0.02 < mask.mean() < 0.6  # the object, not nothing and not the whole frame
     diff = np.abs(overlay[mid].astype(np.float32) - raw[mid].astype(np.float32)).sum(-1)
-    assert diff[mask].mean() > 40  # coloured where the object is
-    assert diff[~mask].mean() < 15  # elsewhere only codec noise (and the small label)
+    inside, outside = diff[mask].mean(), diff[~mask].mean()
+    assert inside > 60  # coloured where the object is
+    assert inside > 4 * outside  # elsewhere only codec noise and the small label
     tracked = sum(main in r.track_ids for r in results)
     assert tracked >= 0.8 * n  # the same track id follows the object
 

@@ -179,3 +179,11 @@ def test_clip_batch_to_moves_every_tensor(synth):
                 for f in ("class_ids", "instance_ids", "masks", "present", "ignore")]
     assert all(t.device.type == "meta" for t in tensors)
     assert moved.frames.shape == batch.frames.shape and len(moved.targets) == len(batch.targets)
+
+
+def test_epoch_keys_draw_new_clips_and_plain_indices_use_the_current_epoch(synth):
+    ds = ClipDataset(_ytvis(synth), 3, "instance", augment=ClipAugment((40, 56), 1000, None, 0.5), seed=0)
+    assert torch.equal(ds[1].frames, ds[(1, 0)].frames)
+    assert not all(torch.equal(ds[(1, 0)].frames, ds[(1, e)].frames) for e in range(1, 4))
+    ds.set_epoch(2)
+    assert torch.equal(ds[1].frames, ds[(1, 2)].frames)

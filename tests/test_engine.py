@@ -211,3 +211,43 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "ddp", result), nprocs=2, join=True)
     for p, q in zip(_params(single.model), torch.load(result)):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_sampler_with_epoch_keys_carry_the_epoch_of_each_position():
+    plain = iter(ResumableBatchSampler(4, 2, 0, 1, 1, seed=0, start_iteration=0))
+    keyed = iter(ResumableBatchSampler(4, 2, 0, 1, 1, seed=0, start_iteration=0, with_epoch=True))
+    for iteration in range(6):
+        batch, keys = next(plain), next(keyed)
+        assert [k[0] for k in keys] == batch and {k[1] for k in keys} == {iteration // 2}
+    resumed = iter(ResumableBatchSampler(4, 2, 0, 1, 1, seed=0, start_iteration=4, with_epoch=True))
+    assert {k[1] for k in next(resumed)} == {2}
+
+
+class EpochDraws(torch.utils.data.Dataset):
+    """Returns the epoch its sample key carries: a dataset that draws new data every epoch."""
+
+    def __len__(self):
+        return 2
+
+    def set_epoch(self, epoch):
+        raise AssertionError("the engine passes the epoch in the key, it never calls set_epoch")
+
+    def __getitem__(self, key):
+        index, epoch = key
+        return torch.tensor([float(index)]), torch.tensor(float(epoch))
+
+
+def test_trainer_hands_epoch_keys_to_epoch_aware_datasets_in_worker_processes(tmp_path):
+    seen = []
+
+    def record(model, batch):
+        x, epoch = batch
+        seen.append(epoch.tolist())
+        return StepOutput(model.weight.sum())
+
+    cfg = dataclasses.replace(_config(batch_size=2, max_iters=3), data=dataclasses.replace(
+        ExperimentConfig().data, num_workers=1))
+    trainer = Trainer(nn.Linear(1, 1, bias=False), EpochDraws(), collate, record, cfg,
+                      EngineOptions(out_dir=tmp_path, stage="segmenter", progress=False, checkpoint_every=100))
+    trainer.fit()
+    assert seen == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]

@@ -219,9 +219,12 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self._keep)
 
-    def __getitem__(self, index: int) -> Clip:
+    def __getitem__(self, key: int | tuple[int, int]) -> Clip:
+        """The clip of sample `index` in the current epoch, or in `epoch` for a key `(index, epoch)` (what
+        the training engine's sampler passes, so every epoch draws new frames and augmentation)."""
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         video = self._keep[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         frames_avail = self._frames[video]
         pseudo = self.pseudo_video if self.pseudo_video is not None else len(frames_avail) == 1
         if pseudo:

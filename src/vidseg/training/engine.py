@@ -88,10 +88,14 @@ class ResumableBatchSampler:
     Epoch e visits the dataset in the order of `torch.randperm(n)` seeded with `seed + e`. Iteration i
     takes global positions [i·B, (i+1)·B) of that endless stream; rank r of W takes its contiguous B/W
     share, split into `accumulation` micro-batches.
+
+    With `with_epoch`, each sample key is `(index, epoch)` instead of `index`, for datasets that draw a new
+    clip (frames, augmentation) every epoch: the epoch travels with the key, so it reaches DataLoader worker
+    processes and is right after `--resume` (a `set_epoch` call on the main process's copy would do neither).
     """
 
     def __init__(self, num_samples: int, global_batch: int, rank: int, world_size: int,
-                 accumulation: int, seed: int, start_iteration: int):
+                 accumulation: int, seed: int, start_iteration: int, with_epoch: bool = False):
         if global_batch % (world_size * accumulation):
             raise ValueError(
                 f"batch size {global_batch} is not divisible by world size {world_size} × "
@@ -101,16 +105,18 @@ class ResumableBatchSampler:
             raise ValueError("the training dataset is empty")
         self.n, self.batch, self.rank, self.world = num_samples, global_batch, rank, world_size
         self.accumulation, self.seed, self.start = accumulation, seed, start_iteration
+        self.with_epoch = with_epoch
         self._perms: dict[int, torch.Tensor] = {}
 
-    def _index(self, position: int) -> int:
+    def _index(self, position: int) -> int | tuple[int, int]:
         epoch, offset = divmod(position, self.n)
         if epoch not in self._perms:
             g = torch.Generator().manual_seed(self.seed + epoch)
             self._perms = {epoch: torch.randperm(self.n, generator=g)}
-        return int(self._perms[epoch][offset])
+        index = int(self._perms[epoch][offset])
+        return (index, epoch) if self.with_epoch else index
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int | tuple[int, int]]]:
         per_rank = self.batch // self.world
         micro = per_rank // self.accumulation
         iteration = self.start
@@ -250,8 +256,10 @@ class Trainer:
 
     def _loader(self) -> Iterator[Any]:
         optim = self.config.optim
+        # Datasets with `set_epoch` (clip datasets) draw new clips each epoch: they get (index, epoch) keys.
+        with_epoch = callable(getattr(self.dataset, "set_epoch", None))
         sampler = ResumableBatchSampler(len(self.dataset), optim.batch_size, self.rank, self.world,
-                                        optim.grad_accumulation, self.config.seed, self.iteration)
+                                        optim.grad_accumulation, self.config.seed, self.iteration, with_epoch)
         workers = self.config.data.num_workers
         # An explicit generator keeps the loader from drawing on the global RNG, whose state a resumed
         # run restores; worker seeds then depend only on (seed, start iteration, rank).
