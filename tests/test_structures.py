@@ -80,3 +80,18 @@ def test_data_format_error_pickles_with_path_and_field():
 
     e = pickle.loads(pickle.dumps(DataFormatError("/a/b.json", "bad value", field="videos[0].id")))
     assert str(e) == "/a/b.json: videos[0].id: bad value" and e.field == "videos[0].id"
+
+
+def test_select_keeps_the_chosen_objects_and_the_maps():
+    import numpy as np
+
+    from vidseg.structures import FrameResult
+
+    masks = np.zeros((3, 4, 5), bool)
+    masks[1, 1:3, 1:4] = True
+    r = FrameResult.from_masks(2, masks, [7, 8, 9], [0, 1, 2], [0.1, 0.9, 0.5])
+    r.semantic = np.zeros((4, 5), np.int32)
+    picked = r.select([1])
+    assert picked.track_ids.tolist() == [8] and picked.class_ids.tolist() == [1]
+    assert picked.dense_masks()[0].sum() == 6 and picked.semantic is r.semantic
+    assert r.select([0, 1, 2]) is r and len(r.select([]).masks) == 0

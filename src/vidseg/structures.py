@@ -7,8 +7,8 @@ Converters produce the official formats: YouTube-VIS result entries, VIPSeg-styl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -102,6 +102,14 @@ class FrameResult:
             class_ids=np.asarray(list(class_ids), np.int64).reshape(n),
             scores=np.asarray(list(scores), np.float32).reshape(n),
         )
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> FrameResult:
+        """The result with only the objects at `indices` (its semantic/panoptic maps are kept)."""
+        keep = np.asarray(indices, np.int64)
+        if len(keep) == len(self.masks) and np.array_equal(keep, np.arange(len(keep))):
+            return self
+        return replace(self, masks=[self.masks[i] for i in keep], track_ids=self.track_ids[keep],
+                       class_ids=self.class_ids[keep], scores=self.scores[keep])
 
     def dense_masks(self) -> np.ndarray:
         """[N, H, W] bool."""

@@ -16,7 +16,7 @@ the dataset's categories are matched to the model's classes by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,7 @@ def evaluate_vis(predictor: VideoPredictor, gt_json: str | Path, out_zip: str | 
             gt_tracks, pred_tracks = [], []
             for t, result in enumerate(predictor.run(_frames(video, len(video)))):
                 keep = [i for i, c in enumerate(result.class_ids.tolist()) if category_ids[c] >= 0]
-                result = _subset(result, keep)
+                result = result.select(keep)
                 writer.add_frame(video.video_id, result)
                 gt_tracks.append({a.id: a.mask(t, video.height, video.width) for a in video.instances
                                   if not a.iscrowd})
@@ -124,18 +124,6 @@ def _slot_tracks(result: FrameResult, num_classes: int) -> dict[int, np.ndarray]
         if slot not in best or result.scores[i] > result.scores[best[slot]]:
             best[slot] = i
     return {slot: decode_rle(result.masks[i]) for slot, i in best.items()}
-
-
-def _subset(result: FrameResult, keep: list[int]) -> FrameResult:
-    if len(keep) == len(result.track_ids):
-        return result
-    return replace(
-        result,
-        masks=[result.masks[i] for i in keep],
-        track_ids=result.track_ids[keep],
-        class_ids=result.class_ids[keep],
-        scores=result.scores[keep],
-    )
 
 
 def evaluate_vss(predictor: VideoPredictor, root: str | Path, split: str, out_dir: str | Path) -> SplitScores:

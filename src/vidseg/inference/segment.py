@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -210,11 +210,7 @@ def segment_video(
 
 def confident(result: FrameResult, min_score: float) -> FrameResult:
     """The result without the objects scoring below `min_score` (its semantic/panoptic maps are kept)."""
-    keep = np.flatnonzero(result.scores >= min_score)
-    if len(keep) == len(result.masks):
-        return result
-    return replace(result, masks=[result.masks[i] for i in keep], track_ids=result.track_ids[keep],
-                   class_ids=result.class_ids[keep], scores=result.scores[keep])
+    return result.select(np.flatnonzero(result.scores >= min_score))
 
 
 def _write_json_atomic(path: Path, data: object) -> None:

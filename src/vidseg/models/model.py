@@ -164,7 +164,7 @@ class VideoSegmentationModel(nn.Module):
         T frames; an offline model then refines the clip. `oma` (Object Masked Attention) masks the
         refiner's cross-attention and, when its config says so, the tracker's.
         """
-        b, t = pixels.shape[:2]
+        t = pixels.shape[1]
         video = self.video_model
         if self.drives_decoder:
             return video.forward_clip(self.segmenter, pixels, generator=generator)
@@ -189,13 +189,7 @@ class VideoSegmentationModel(nn.Module):
                 frames.append(frame)
         if not isinstance(video, DVISOffline):
             return ClipForward(segs, frames)
-        window = RefinerWindow.from_frames(segs, frames)
-        attn_mask = None
-        if oma is not None and oma.config.refiner:
-            keys = torch.stack([s.class_logits for s in segs], dim=1).flatten(0, 1)  # [B*T, Qf, K+1]
-            q = frames[0].embeddings.shape[1]
-            attn_mask = oma(keys, q, training=self.training, generator=generator).additive.unflatten(0, (b, t))
-        return ClipForward(segs, frames, video.refine(window, attn_mask))
+        return ClipForward(segs, frames, self._refine(video, segs, frames, None, oma, generator))
 
     def refine(
         self,
@@ -211,13 +205,25 @@ class VideoSegmentationModel(nn.Module):
         video = self.video_model
         if not isinstance(video, DVISOffline):
             raise ValueError(f"refine: method {self.method!r} is online; only dvis_offline refines windows")
-        segs = [s.segmenter for s in steps]
-        window = RefinerWindow.from_frames(segs, [s.frame for s in steps], mask_feature_device)
+        return self._refine(video, [s.segmenter for s in steps], [s.frame for s in steps], mask_feature_device, oma)
+
+    def _refine(
+        self,
+        video: DVISOffline,
+        segs: list[SegmenterOutput],
+        frames: list[VideoFrameOutput],
+        mask_feature_device: torch.device | str | None,
+        oma: ObjectMaskedAttention | None,
+        generator: torch.Generator | None = None,
+    ) -> ClipOutput:
+        """The refiner over T steps, with OMA's mask on its cross-attention when `oma` asks for it."""
+        window = RefinerWindow.from_frames(segs, frames, mask_feature_device)
         attn_mask = None
         if oma is not None and oma.config.refiner:
             keys = torch.stack([s.class_logits for s in segs], dim=1)  # [B, T, Qf, K+1]
-            q = steps[0].frame.embeddings.shape[1]
-            attn_mask = oma(keys.flatten(0, 1), q, training=self.training).additive.unflatten(0, keys.shape[:2])
+            q = frames[0].embeddings.shape[1]
+            attn_mask = oma(keys.flatten(0, 1), q, training=self.training, generator=generator).additive
+            attn_mask = attn_mask.unflatten(0, keys.shape[:2])
         return video.refine(window, attn_mask)
 
 
