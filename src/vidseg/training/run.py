@@ -12,15 +12,8 @@ from vidseg.data.build import build_clip_dataset
 from vidseg.data.clips import collate_clips
 from vidseg.errors import ConfigError
 from vidseg.training.engine import EngineOptions, Trainer, TrainSummary
+from vidseg.training.l2g import L2GStage
 from vidseg.training.stages import STAGES, TASK_OF_INFERENCE
-
-
-def _stage_classes() -> dict[str, type]:
-    try:
-        from vidseg.training.l2g import L2GStage
-    except ModuleNotFoundError:
-        return dict(STAGES)
-    return {**STAGES, "l2g": L2GStage}
 
 
 def train(config: str, stage: str, out_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
@@ -35,7 +28,7 @@ def train(config: str, stage: str, out_dir: str | Path, *, overrides: list[str] 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    stages = _stage_classes()
+    stages = {**STAGES, "l2g": L2GStage}
     if stage not in stages:
         raise ConfigError(f"--stage: unknown stage {stage!r}; expected one of {', '.join(stages)}")
     if stage in ("tracker", "refiner") and init is None and not resume:
