@@ -8,11 +8,13 @@ iteration budgets, differing only in the training strategy switched on:
 Every segmenter starts from the same trained tiny segmenter (`--init`, e.g. the `mask2former/synthetic_tiny`
 run) and is fine-tuned for `--seg-iters` with or without MVC-1; trackers and refiners train from scratch on
 top, so a row differs from the baseline only where its strategy acts. Shared prefixes are trained once
-(e.g. the baseline segmenter serves the baseline, +MVC-2 and +OMA rows). Every row is scored in offline mode
-on the validation split: VPQ (VIPSeg format, official windows) and mIoU (VSPW format, the same videos).
+(e.g. the baseline segmenter serves the baseline, +MVC-2 and +OMA rows). Training uses the VIPSeg-format
+set `--vipseg`; every row is scored in offline mode on the validation videos of `--eval` (the run-A
+evaluation set, written with `--formats vipseg,ytvis,vspw`): VPQ and STQ (VIPSeg format, official windows)
+and mIoU (VSPW format, the same videos).
 
-    python benchmarks/ablation_mvc_oma.py --vipseg /work/synth/vipseg --vspw /work/synth_vspw/vspw \\
-        --init /work/runs/seg_tiny/ckpt_0001500 --out /work/runs/ablation --seeds 0 1 2
+    python benchmarks/ablation_mvc_oma.py --vipseg /work/synth/vipseg --eval /work/synth_eval \\
+        --init /work/runs/A2/seg/ckpt_0001500 --out /work/runs/ablation2 --seeds 0 1 2
 
 Runs are cached in `--out` (a finished stage is not trained again), so the script can be re-run or run per
 seed in parallel (`--seeds 1`) and then once more over all seeds to print the table. Prints JSON with every
@@ -23,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from _runs import cached_stage, mean_std_table
 
 from vidseg.inference.dataset_eval import evaluate_vps, evaluate_vss
 from vidseg.inference.predictor import VideoPredictor
-from vidseg.training.checkpoint import latest_checkpoint
-from vidseg.training.run import train
 
 ROWS = {
     # row: (MVC-1 on the segmenter, MVC-2 on the tracker, OMA on the refiner)
@@ -41,38 +42,27 @@ ROWS = {
 }
 
 
-def _stage(out: Path, preset: str, stage: str, init: Path, overrides: list[str], iters: int) -> Path:
-    done = latest_checkpoint(out)
-    if done is not None and int(done.name[5:]) >= iters:
-        return done
-    summary = train(preset, stage, out, overrides=[*overrides, f"optim.max_iters={iters}",
-                                                   f"optim.steps=[{int(iters * 0.8)}]"],
-                    init=init, checkpoint_every=iters, resume=done is not None)
-    assert summary.last_checkpoint is not None
-    return summary.last_checkpoint
-
-
 def run_row(args: argparse.Namespace, seed: int, row: str) -> dict[str, float]:
     mvc1, mvc2, oma = ROWS[row]
     base = [f"seed={seed}", f"data.train_root={args.vipseg}", f"data.val_root={args.vipseg}",
             f"data.num_workers={args.workers}"]
     root = Path(args.out) / f"seed{seed}"
     seg_name = "seg_mvc1" if mvc1 else "seg"
-    seg = _stage(root / seg_name, "mask2former/synthetic_tiny", "segmenter", Path(args.init),
-                 base + (["mvc.enabled=true", "mvc.mode=frame"] if mvc1 else []), args.seg_iters)
+    seg = cached_stage(root / seg_name, "mask2former/synthetic_tiny", "segmenter", Path(args.init),
+                       base + (["mvc.enabled=true", "mvc.mode=frame"] if mvc1 else []), args.seg_iters)
     trk_name = f"{seg_name}__trk" + ("_mvc2" if mvc2 else "")
-    trk = _stage(root / trk_name, "dvis_plus/synthetic_tiny_tracker", "tracker", seg,
-                 base + (["mvc.enabled=true", "mvc.mode=tube"] if mvc2 else []), args.trk_iters)
+    trk = cached_stage(root / trk_name, "dvis_plus/synthetic_tiny_tracker", "tracker", seg,
+                       base + (["mvc.enabled=true", "mvc.mode=tube"] if mvc2 else []), args.trk_iters)
     ref_name = f"{trk_name}__ref" + ("_oma" if oma else "")
-    ref = _stage(root / ref_name, "dvis_plus/synthetic_tiny_refiner", "refiner", trk,
-                 base + (["oma.enabled=true"] if oma else []), args.ref_iters)
+    ref = cached_stage(root / ref_name, "dvis_plus/synthetic_tiny_refiner", "refiner", trk,
+                       base + (["oma.enabled=true"] if oma else []), args.ref_iters)
     scores_file = root / ref_name / "scores.json"
     if scores_file.exists():
         return json.loads(scores_file.read_text())
     vps = evaluate_vps(VideoPredictor.from_checkpoint(ref, task="vps", mode="offline", device="cpu"),
-                       Path(args.vipseg) / "panoptic_gt_VIPSeg_val.json", root / ref_name / "eval_vps")
+                       Path(args.eval) / "vipseg" / "panoptic_gt_VIPSeg_val.json", root / ref_name / "eval_vps")
     vss = evaluate_vss(VideoPredictor.from_checkpoint(ref, task="vss", mode="offline", device="cpu"),
-                       args.vspw, "val", root / ref_name / "eval_vss")
+                       Path(args.eval) / "vspw", "val", root / ref_name / "eval_vss")
     scores = {"VPQ": vps.metrics.vpq.VPQ, "STQ": 100 * vps.metrics.stq.STQ, "mIoU": 100 * vss.metrics.mIoU,
               "id_switches": vps.id_switches.switches}
     scores_file.write_text(json.dumps(scores))
@@ -81,30 +71,20 @@ def run_row(args: argparse.Namespace, seed: int, row: str) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vipseg", required=True, help="synthetic VIPSeg-format root (train + val)")
-    p.add_argument("--vspw", required=True, help="synthetic VSPW-format root of the same videos")
+    p.add_argument("--vipseg", required=True, help="synthetic VIPSeg-format training root")
+    p.add_argument("--eval", required=True, help="synthetic set with vipseg and vspw formats (val split scored)")
     p.add_argument("--init", required=True, help="trained tiny segmenter checkpoint every row starts from")
     p.add_argument("--out", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seg-iters", type=int, default=150)
-    p.add_argument("--trk-iters", type=int, default=100)
-    p.add_argument("--ref-iters", type=int, default=60)
+    p.add_argument("--trk-iters", type=int, default=200)
+    p.add_argument("--ref-iters", type=int, default=300)
     p.add_argument("--workers", type=int, default=0, help="data loader workers per training")
     args = p.parse_args()
 
     results = {row: {seed: run_row(args, seed, row) for seed in args.seeds} for row in args.rows}
-    table = ["| row | VPQ | STQ | mIoU | ID switches |", "|---|---|---|---|---|"]
-    summary = {}
-    for row, per_seed in results.items():
-        cells, summary[row] = [], {}
-        for metric in ("VPQ", "STQ", "mIoU", "id_switches"):
-            values = [s[metric] for s in per_seed.values()]
-            mean = statistics.fmean(values)
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[row][metric] = {"mean": mean, "std": std}
-            cells.append(f"{mean:.1f} ± {std:.1f}")
-        table.append(f"| {row} | " + " | ".join(cells) + " |")
+    table, summary = mean_std_table(results, ["VPQ", "STQ", "mIoU", "id_switches"])
     print(json.dumps({"seeds": args.seeds, "budget": {"segmenter": args.seg_iters, "tracker": args.trk_iters,
                                                       "refiner": args.ref_iters},
                       "runs": results, "summary": summary}, indent=1))
