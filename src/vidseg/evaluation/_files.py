@@ -10,6 +10,7 @@ import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -101,11 +102,16 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Itera
         yield from map(fn, items)
         return
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ctx.Pool(workers) as pool:
-        for out in pool.imap(_Guarded(fn), items, chunksize=1):
+    # An executor, not multiprocessing.Pool: leaving early (a malformed file) must cancel the queued items
+    # and join the workers; Pool.terminate can deadlock on the task queue's lock held by an idle worker.
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        for out in pool.map(_Guarded(fn), items):
             if isinstance(out, _Failure):
                 raise DataFormatError(out.path, out.reason, field=out.field)
             yield out
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
