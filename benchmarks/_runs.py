@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from vidseg.training.checkpoint import latest_checkpoint
@@ -23,6 +25,15 @@ def cached_stage(out: Path, preset: str, stage: str, init: Path | None, override
                     init=init, checkpoint_every=iters, resume=done is not None)
     assert summary.last_checkpoint is not None
     return summary.last_checkpoint
+
+
+def cached_scores(path: Path, score: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """The scores saved at `path`, or `score()` saved there (evaluation is minutes a run on CPU)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    scores = score()
+    path.write_text(json.dumps(scores))
+    return scores
 
 
 def mean_std_table(results: dict[str, dict[int, dict[str, float]]], metrics: list[str]) -> tuple[list[str], dict]:

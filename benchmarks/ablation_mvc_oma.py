@@ -27,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _runs import cached_stage, mean_std_table
+from _runs import cached_scores, cached_stage, mean_std_table
 
 from vidseg.inference.dataset_eval import evaluate_vps, evaluate_vss
 from vidseg.inference.predictor import VideoPredictor
@@ -56,17 +56,17 @@ def run_row(args: argparse.Namespace, seed: int, row: str) -> dict[str, float]:
     ref_name = f"{trk_name}__ref" + ("_oma" if oma else "")
     ref = cached_stage(root / ref_name, "dvis_plus/synthetic_tiny_refiner", "refiner", trk,
                        base + (["oma.enabled=true"] if oma else []), args.ref_iters)
-    scores_file = root / ref_name / "scores.json"
-    if scores_file.exists():
-        return json.loads(scores_file.read_text())
-    vps = evaluate_vps(VideoPredictor.from_checkpoint(ref, task="vps", mode="offline", device="cpu"),
-                       Path(args.eval) / "vipseg" / "panoptic_gt_VIPSeg_val.json", root / ref_name / "eval_vps")
-    vss = evaluate_vss(VideoPredictor.from_checkpoint(ref, task="vss", mode="offline", device="cpu"),
-                       Path(args.eval) / "vspw", "val", root / ref_name / "eval_vss")
-    scores = {"VPQ": vps.metrics.vpq.VPQ, "STQ": 100 * vps.metrics.stq.STQ, "mIoU": 100 * vss.metrics.mIoU,
-              "id_switches": vps.id_switches.switches}
-    scores_file.write_text(json.dumps(scores))
-    return scores
+    out = root / ref_name
+
+    def score() -> dict[str, float]:
+        vps = evaluate_vps(VideoPredictor.from_checkpoint(ref, task="vps", mode="offline", device="cpu"),
+                           Path(args.eval) / "vipseg" / "panoptic_gt_VIPSeg_val.json", out / "eval_vps")
+        vss = evaluate_vss(VideoPredictor.from_checkpoint(ref, task="vss", mode="offline", device="cpu"),
+                           Path(args.eval) / "vspw", "val", out / "eval_vss")
+        return {"VPQ": vps.metrics.vpq.VPQ, "STQ": 100 * vps.metrics.stq.STQ, "mIoU": 100 * vss.metrics.mIoU,
+                "id_switches": vps.id_switches.switches}
+
+    return cached_scores(out / "scores.json", score)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _runs import cached_stage, mean_std_table
+from _runs import cached_scores, cached_stage, mean_std_table
 
 from vidseg.inference.dataset_eval import evaluate_vis
 from vidseg.inference.predictor import VideoPredictor
@@ -63,17 +63,14 @@ def run_model(args: argparse.Namespace, seed: int, name: str) -> dict[str, float
     out = Path(args.out) / f"seed{seed}" / name
     init = Path(args.segmenter_softmax if softmax else args.segmenter_sigmoid)
     ckpt = cached_stage(out, PRESET, stage, init, common + extra, args.iters)
-    scores_file = out / "scores.json"
-    if scores_file.exists():
-        return json.loads(scores_file.read_text())
-    eval_dir = Path(args.eval)
-    vis = evaluate_vis(VideoPredictor.from_checkpoint(ckpt, task="vis", mode="online", device="cpu"),
-                       eval_dir / "instances.json", out / "vis.zip")
-    scores = {"AP": 100 * vis.metrics.AP, "AP50": 100 * vis.metrics.AP50,
-              "id_switches": vis.id_switches.switches, "matched": vis.id_switches.matched}
-    scores_file.write_text(json.dumps(scores))
-    return scores
 
+    def score() -> dict[str, float]:
+        vis = evaluate_vis(VideoPredictor.from_checkpoint(ckpt, task="vis", mode="online", device="cpu"),
+                           Path(args.eval) / "instances.json", out / "vis.zip")
+        return {"AP": 100 * vis.metrics.AP, "AP50": 100 * vis.metrics.AP50,
+                "id_switches": vis.id_switches.switches, "matched": vis.id_switches.matched}
+
+    return cached_scores(out / "scores.json", score)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
