@@ -82,6 +82,16 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def model_steps(model, frames: list[np.ndarray], h: int, w: int) -> list:
+    """Every frame, resized to (h, w) as the predictor does, stepped straight through the model API."""
+    state, steps = model.init_state(), []
+    for f in frames:
+        resized = np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
+        step, state = model.step(model.segmenter.frames_to_batch([resized]), state)
+        steps.append(step)
+    return steps
+
+
 def assert_same(a: list[FrameResult], b: list[FrameResult]) -> None:
     assert [r.frame_index for r in a] == [r.frame_index for r in b]
     for x, y in zip(a, b):
@@ -194,13 +204,8 @@ def test_offline_window_covering_the_video_equals_one_refiner_pass(checkpoints, 
     # The same video straight through the model API: step every frame, one refine, offline post-processing.
     h, w = inference_size(H, W, cfg.inference.min_size, cfg.inference.max_size)
     geometry = FrameGeometry((32, 64), (h, w), (H, W))  # (32, 48) padded to multiples of 32
-    state, steps = model.init_state(), []
     with torch.inference_mode():
-        for f in frames:
-            resized = np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
-            step, state = model.step(model.segmenter.frames_to_batch([resized]), state)
-            steps.append(step)
-        clip = model.refine(steps)
+        clip = model.refine(model_steps(model, frames, h, w))
         post = VideoPostprocessor(task, predictor.classes.is_thing, cfg.inference.test_topk,
                                   cfg.inference.object_mask_threshold, cfg.inference.overlap_threshold)
         expected = post.offline(clip, geometry)
@@ -260,12 +265,8 @@ def test_offline_classes_are_the_running_mean_of_the_windows(checkpoints):
     frames = moving_frames(10)
     results = list(VideoPredictor(model, cfg, window=6, overlap=1, device="cpu").run(frames))
     h, w = inference_size(H, W, cfg.inference.min_size, cfg.inference.max_size)
-    state, steps = model.init_state(), []
     with torch.inference_mode():
-        for f in frames:
-            resized = np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
-            step, state = model.step(model.segmenter.frames_to_batch([resized]), state)
-            steps.append(step)
+        steps = model_steps(model, frames, h, w)
         p1, p2, p3 = (model.refine(steps[a:b]).class_probs()[0] for a, b in ((0, 6), (4, 10), (8, 10)))
     mean1 = p1
     mean2 = mean1 + (p2 - mean1) * 4 / 9

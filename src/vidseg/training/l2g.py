@@ -46,14 +46,14 @@ from vidseg.models.local2global import L2GFrameOutput
 from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model, load_weights
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.video import VideoFrameOutput
-from vidseg.training.checkpoint import load_checkpoint
 from vidseg.training.engine import StepOutput
 from vidseg.training.reduced_supervision import supervised_frames
 from vidseg.training.stages import (
     FramePredictions,
-    check_same_segmenter,
+    build_criterion,
     clip_targets,
     criterion_loss,
+    load_previous_stage,
     padded_input,
     unwrap,
 )
@@ -159,15 +159,13 @@ class L2GStage:
             image_pretraining = config.model.l2g.image_pretraining
         model = build_model(config.model)
         if init is not None:
-            ckpt = load_checkpoint(init, expected_stage=("segmenter", "l2g"))
-            check_same_segmenter(config.model, ckpt.config.model, ckpt.path)
+            ckpt = load_previous_stage(config, init, ("segmenter", "l2g"))
             load_weights(model.segmenter if ckpt.stage == "segmenter" else model, ckpt.state_dict, ckpt.path)
         if image_pretraining:
             model.freeze("segmenter")
             # The learnable substitutes for the global queries train with the aligner.
             model.segmenter.decoder.query_feat.requires_grad_(True)
-        criterion = SetCriterion.from_config(config.loss, config.model.num_classes, config.model.classification)
-        return cls(model, criterion, config, image_pretraining)
+        return cls(model, build_criterion(config), config, image_pretraining)
 
     # ------------------------------------------------------------------------------------------------------
 

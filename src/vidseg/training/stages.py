@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidseg.config import ExperimentConfig, ModelConfig, to_dict
+from vidseg.config import ExperimentConfig, to_dict
 from vidseg.data.clips import ClipBatch, FrameTarget
 from vidseg.errors import CheckpointError
 from vidseg.losses.contrastive import reference_contrastive_loss
@@ -39,7 +39,7 @@ from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.segmenter import Segmenter, build_segmenter
-from vidseg.training.checkpoint import load_checkpoint
+from vidseg.training.checkpoint import Checkpoint, load_checkpoint
 from vidseg.training.engine import StepOutput
 from vidseg.training.mvc import MVCMasker
 
@@ -176,7 +176,7 @@ class SegmenterStage:
         if init is not None:
             ckpt = load_checkpoint(init, expected_stage="segmenter")
             load_weights(model, ckpt.state_dict, ckpt.path)
-        return cls(model, _criterion(config), config)
+        return cls(model, build_criterion(config), config)
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
         """`model` is `self.model` or its DDP wrapper."""
@@ -205,21 +205,35 @@ class SegmenterStage:
         return pixels * self.model.pixel_std + self.model.pixel_mean
 
 
-def check_same_segmenter(config: ModelConfig, saved: ModelConfig, path: Path) -> None:
-    """`CheckpointError` unless the checkpoint's segmenter architecture (`saved`) is the experiment's."""
+def load_previous_stage(
+    config: ExperimentConfig, init: str | Path, expected_stage: str | tuple[str, ...]
+) -> Checkpoint:
+    """The checkpoint a stage starts from.
+
+    Raises:
+        CheckpointError: a checkpoint of another stage, or with another segmenter architecture.
+    """
+    ckpt = load_checkpoint(init, expected_stage=expected_stage)
+    saved = ckpt.config.model
     for name in ("backbone", "pixel_decoder", "decoder", "num_classes", "classification", "reid_head"):
-        a, b = getattr(config, name), getattr(saved, name)
+        a, b = getattr(config.model, name), getattr(saved, name)
         if a != b:
             a_s = to_dict(a) if hasattr(a, "__dataclass_fields__") else a
             b_s = to_dict(b) if hasattr(b, "__dataclass_fields__") else b
-            raise CheckpointError(f"{path}: config.json: model.{name} is {b_s}, the experiment config has {a_s}")
+            raise CheckpointError(f"{ckpt.path}: config.json: model.{name} is {b_s}, the experiment config has {a_s}")
+    return ckpt
+
+
+def _submodule_state(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of `prefix.` with the prefix removed (one part of a whole-model state dict)."""
+    return {k[len(prefix) + 1 :]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}
 
 
 def _video_model(config: ExperimentConfig, method: str) -> VideoSegmentationModel:
     return build_model(replace(config.model, method=method))
 
 
-def _criterion(config: ExperimentConfig) -> SetCriterion:
+def build_criterion(config: ExperimentConfig) -> SetCriterion:
     return SetCriterion.from_config(config.loss, config.model.num_classes, config.model.classification)
 
 
@@ -275,12 +289,11 @@ class TrackerStage(VideoStage):
         """`init`: the `segmenter` checkpoint to track with (required for real training)."""
         model = _video_model(config, "dvis_online")
         if init is not None:
-            ckpt = load_checkpoint(init, expected_stage="segmenter")
-            check_same_segmenter(config.model, ckpt.config.model, ckpt.path)
+            ckpt = load_previous_stage(config, init, "segmenter")
             load_weights(model.segmenter, ckpt.state_dict, ckpt.path)
         model.freeze("segmenter")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled and config.oma.tracker else None
-        return cls(model, _criterion(config), config, "tracker", oma=oma)
+        return cls(model, build_criterion(config), config, "tracker", oma=oma)
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
         pixels, masked = self._inputs(batch)
@@ -325,15 +338,12 @@ class RefinerStage(VideoStage):
         """`init`: the `tracker` checkpoint whose segmenter and tracker are refined."""
         model = _video_model(config, "dvis_offline")
         if init is not None:
-            ckpt = load_checkpoint(init, expected_stage="tracker")
-            check_same_segmenter(config.model, ckpt.config.model, ckpt.path)
-            seg = {k[len("segmenter."):]: v for k, v in ckpt.state_dict.items() if k.startswith("segmenter.")}
-            online = {k[len("video."):]: v for k, v in ckpt.state_dict.items() if k.startswith("video.")}
-            load_weights(model.segmenter, seg, ckpt.path)
-            load_weights(model.video.online, online, ckpt.path)
+            ckpt = load_previous_stage(config, init, "tracker")
+            load_weights(model.segmenter, _submodule_state(ckpt.state_dict, "segmenter"), ckpt.path)
+            load_weights(model.video.online, _submodule_state(ckpt.state_dict, "video"), ckpt.path)
         model.freeze("segmenter", "video.online")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled else None
-        return cls(model, _criterion(config), config, "refiner", oma=oma)
+        return cls(model, build_criterion(config), config, "refiner", oma=oma)
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
         pixels, masked = self._inputs(batch)
