@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from vidseg.config import DataConfig
 from vidseg.data.annotations import Category, VideoAnnotation, VisDataset
+from vidseg.data.build import build_clip_dataset
 from vidseg.data.clips import ClipDataset, collate_clips, sample_frame_indices
 from vidseg.data.formats.vipseg import read_vipseg
 from vidseg.data.formats.vspw import read_vspw
@@ -15,7 +17,8 @@ from vidseg.data.formats.ytvis import make_track, read_ytvis
 from vidseg.data.imageio import write_jpeg
 from vidseg.data.sources import InstanceSource, PanopticSource, SemanticSource, open_source
 from vidseg.data.synthetic import write_synthetic_dataset
-from vidseg.data.transforms import AugParams, ClipAugment, apply_image, apply_masks
+from vidseg.data.transforms import AugParams, ClipAugment, apply_image, apply_masks, jitter_color
+from vidseg.errors import ConfigError
 from vidseg.structures import encode_rle
 
 
@@ -157,9 +160,6 @@ def test_dataloader_workers_match_single_process(synth):
 
 
 def test_build_clip_dataset_from_config(synth):
-    from vidseg.config import DataConfig
-    from vidseg.data.build import build_clip_dataset
-
     cfg = DataConfig(format="vipseg", train_root=str(synth / "vipseg"), val_root=str(synth / "vipseg"),
                      num_frames=3, min_size=(40,), max_size=80, crop_size=(32,), flip_prob=0.5)
     train = build_clip_dataset(cfg, "panoptic", train=True)
@@ -187,3 +187,47 @@ def test_epoch_keys_draw_new_clips_and_plain_indices_use_the_current_epoch(synth
     assert not all(torch.equal(ds[(1, 0)].frames, ds[(1, e)].frames) for e in range(1, 4))
     ds.set_epoch(2)
     assert torch.equal(ds[1].frames, ds[(1, 2)].frames)
+
+
+# --- colour jitter ------------------------------------------------------------------------------------------
+
+
+def test_jitter_color_identity_and_each_factor():
+    rng = np.random.default_rng(0)
+    image = rng.integers(30, 220, (12, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(jitter_color(image, 1.0, 1.0, 1.0, 0.0), image)
+    np.testing.assert_allclose(jitter_color(image, 0.5, 1.0, 1.0, 0.0), np.round(image * 0.5), atol=0.5)
+    flat = jitter_color(image, 1.0, 0.0, 1.0, 0.0)  # contrast 0: every pixel the mean luma
+    assert flat.std() < 0.6
+    gray = jitter_color(image, 1.0, 1.0, 0.0, 0.0).astype(int)  # saturation 0: R = G = B
+    assert np.abs(gray[..., 0] - gray[..., 1]).max() <= 1 and np.abs(gray[..., 1] - gray[..., 2]).max() <= 1
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    green = jitter_color(red, 1.0, 1.0, 1.0, 1 / 3)  # a third of a turn takes red to green
+    assert green[..., 1].min() > 240 and green[..., 0].max() < 15 and green[..., 2].max() < 15
+
+
+def test_color_jitter_is_one_draw_per_clip_and_leaves_masks_alone(synth):
+    plain = ClipDataset(_ytvis(synth), 3, "instance", augment=ClipAugment((40, 56), 1000, None, 0.5), seed=0)
+    jittered = ClipDataset(_ytvis(synth), 3, "instance", seed=0,
+                           augment=ClipAugment((40, 56), 1000, None, 0.5, (0.4, 0.4, 0.4, 0.1)))
+    a, b = plain[(1, 0)], jittered[(1, 0)]
+    assert a.frame_indices == b.frame_indices and a.frames.shape == b.frames.shape
+    assert not torch.equal(a.frames, b.frames)  # the same geometry (drawn first), other colours
+    for ta, tb in zip(a.targets, b.targets):
+        assert torch.equal(ta.masks, tb.masks)
+    # one brightness factor for the whole clip: every frame is scaled by the same b
+    bright = ClipDataset(_ytvis(synth), 3, "instance", seed=0,
+                         augment=ClipAugment((40, 56), 1000, None, 0.5, (0.5, 0.0, 0.0, 0.0)))
+    for item in [(0, 0), (1, 1), (1, 2)]:
+        p, j = plain[item].frames.double(), bright[item].frames.double()
+        keep = (j < 255) & (p > 20)  # unclipped pixels
+        b = [(j[t][keep[t]] / p[t][keep[t]]).median().item() for t in range(3)]
+        assert max(b) - min(b) < 0.02 and abs(b[0] - 1) > 0.005
+
+
+@pytest.mark.parametrize("bad", [(0.4, 0.4, 0.4), (0.4, -0.1, 0.4, 0.1), (0.4, 0.4, 0.4, 0.6)])
+def test_bad_color_jitter_is_config_error(synth, bad):
+    cfg = DataConfig(format="vipseg", train_root=str(synth / "vipseg"), color_jitter=bad, min_size=(40,))
+    with pytest.raises(ConfigError, match="data.color_jitter"):
+        build_clip_dataset(cfg, "instance")

@@ -241,6 +241,7 @@ class DataConfig:
     max_size: int = 768
     crop_size: tuple[int, ...] | None = None
     flip_prob: float = 0.5
+    color_jitter: tuple[float, ...] = ()
     num_workers: int = 2
 
 

@@ -51,8 +51,9 @@ def build_clip_dataset(cfg: DataConfig, task: Task, *, train: bool = True, seed:
     """The training (or validation) clip dataset described by `cfg`.
 
     Training clips use random sampling within `sampling_range`, `reverse_prob`, a random short side from
-    `min_size`, `crop_size` and `flip_prob`; validation clips are consecutive, resized to the largest
-    `min_size`, without crop or flip. `format: coco`/`coco_panoptic` images become pseudo-videos.
+    `min_size`, `crop_size`, `flip_prob` and `color_jitter`; validation clips are consecutive, resized to
+    the largest `min_size`, without crop, flip or colour jitter. `format: coco`/`coco_panoptic` images become
+    pseudo-videos.
     """
     split = "train" if train else "val"
     root = cfg.train_root if train else cfg.val_root
@@ -64,14 +65,20 @@ def build_clip_dataset(cfg: DataConfig, task: Task, *, train: bool = True, seed:
         if len(cfg.crop_size) not in (1, 2):
             raise ConfigError(f"data.crop_size must be [size] or [h, w], got {list(cfg.crop_size)}")
         crop = (cfg.crop_size[0], cfg.crop_size[-1])
+    if train:
+        try:
+            augment = ClipAugment(tuple(cfg.min_size), cfg.max_size, crop, cfg.flip_prob,
+                                  tuple(cfg.color_jitter) or None)  # type: ignore[arg-type]
+        except ValueError as err:  # only the colour jitter is validated there
+            raise ConfigError(f"data.{err}") from None
+    else:
+        augment = ClipAugment((max(cfg.min_size),) if cfg.min_size else (), cfg.max_size, None, 0.0)
     if cfg.format == "davis":
         sequences = davis_sequences(annotations, root, f"data.{split}_annotations")
         source = InstanceSource(read_davis(root, sequences))
     else:
         source = open_source(cfg.format, root, annotations, split=split)
     if train:
-        augment = ClipAugment(tuple(cfg.min_size), cfg.max_size, crop, cfg.flip_prob)
         return ClipDataset(source, cfg.num_frames, task, sampling="random", sampling_range=cfg.sampling_range,
                            reverse_prob=cfg.reverse_prob, augment=augment, seed=seed)
-    augment = ClipAugment((max(cfg.min_size),) if cfg.min_size else (), cfg.max_size, None, 0.0)
     return ClipDataset(source, cfg.num_frames, task, sampling="consecutive", augment=augment, seed=seed)

@@ -1,8 +1,9 @@
-"""Clip-level geometric augmentation: one set of parameters for every frame of a clip.
+"""Clip-level augmentation: one set of parameters for every frame of a clip.
 
 Images are resized bilinearly with PIL; masks are resampled by nearest neighbour through the same
-output-to-input pixel mapping, so masks and pixels stay aligned. For COCO pseudo-videos, `random_affine_path`
-gives a smooth sequence of affine maps (one per frame) applied the same way.
+output-to-input pixel mapping, so masks and pixels stay aligned. Colour jitter (optional) changes pixels
+only, with the same factors on every frame so that an object keeps its appearance through the clip. For
+COCO pseudo-videos, `random_affine_path` gives a smooth sequence of affine maps (one per frame) applied the same way.
 """
 
 from __future__ import annotations
@@ -22,28 +23,42 @@ class AugParams:
         size: (h, w) after the short-side resize.
         crop: (y0, x0, h, w) window inside the resized image, or None.
         flip: horizontal flip after cropping.
+        color: (brightness, contrast, saturation) factors and a hue shift in turns, or None.
     """
 
     size: tuple[int, int]
     crop: tuple[int, int, int, int] | None
     flip: bool
+    color: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
 class ClipAugment:
-    """Short-side resize (random choice of `min_sizes`, long side ≤ `max_size`), random crop, flip.
+    """Short-side resize (random choice of `min_sizes`, long side ≤ `max_size`), random crop, flip, colour.
 
     Args:
         min_sizes: candidate short sides; empty keeps the original size.
         max_size: cap on the long side after resizing.
         crop_size: (h, w) random crop after resizing (clamped to the image), or None.
         flip_prob: probability of a horizontal flip.
+        color_jitter: (brightness, contrast, saturation, hue) strengths as torchvision's `ColorJitter`
+            takes them: factors drawn from [1 - s, 1 + s] (clamped at 0) and a hue shift from [-hue, hue]
+            turns (hue <= 0.5); None: no colour change.
     """
 
     min_sizes: tuple[int, ...] = ()
     max_size: int = 10**9
     crop_size: tuple[int, int] | None = None
     flip_prob: float = 0.0
+    color_jitter: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        jitter = self.color_jitter
+        if jitter is not None and (len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5):
+            raise ValueError(
+                "color_jitter must be 4 non-negative strengths (brightness, contrast, saturation, hue), "
+                f"hue <= 0.5; got {list(jitter)}"
+            )
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> AugParams:
         size = (height, width)
@@ -60,7 +75,12 @@ class ClipAugment:
             x0 = int(rng.integers(0, size[1] - cw + 1))
             crop = (y0, x0, ch, cw)
         flip = bool(rng.random() < self.flip_prob)
-        return AugParams(size, crop, flip)
+        color = None
+        if self.color_jitter is not None:  # drawn only when on, so clips without jitter keep their draws
+            b, c, s, h = self.color_jitter
+            factors = [max(0.0, float(rng.uniform(1 - v, 1 + v))) for v in (b, c, s)]
+            color = (factors[0], factors[1], factors[2], float(rng.uniform(-h, h)))
+        return AugParams(size, crop, flip, color)
 
 
 def _index_maps(params: AugParams, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +106,34 @@ def apply_image(image: np.ndarray, params: AugParams) -> np.ndarray:
         image = image[y0 : y0 + ch, x0 : x0 + cw]
     if params.flip:
         image = image[:, ::-1]
+    if params.color is not None:
+        image = jitter_color(image, *params.color)
     return np.ascontiguousarray(image)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """[H, W, 3] float RGB -> [H, W, 1] luma (ITU-R 601, as PIL's "L")."""
+    return (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+
+
+def jitter_color(image: np.ndarray, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
+    """[H, W, 3] uint8 -> [H, W, 3] uint8: brightness, contrast and saturation factors (1 keeps the image),
+    then a hue rotation by `hue` turns (0 keeps it). Each step clips to [0, 255], as torchvision does."""
+    out = image.astype(np.float32)
+    if brightness != 1.0:
+        out = np.clip(out * brightness, 0, 255)
+    if contrast != 1.0:
+        mean = float(_gray(out).mean())
+        out = np.clip(mean + (out - mean) * contrast, 0, 255)
+    if saturation != 1.0:
+        gray = _gray(out)
+        out = np.clip(gray + (out - gray) * saturation, 0, 255)
+    out = np.round(out).astype(np.uint8)
+    if hue != 0.0:
+        hsv = np.array(Image.fromarray(out).convert("HSV"))
+        hsv[..., 0] = (hsv[..., 0].astype(np.int64) + round(hue * 256)) % 256
+        out = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+    return out
 
 
 def apply_masks(masks: np.ndarray, params: AugParams) -> np.ndarray:
