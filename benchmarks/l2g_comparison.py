@@ -72,6 +72,7 @@ def run_model(args: argparse.Namespace, seed: int, name: str) -> dict[str, float
 
     return cached_scores(out / "scores.json", score)
 
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", required=True, help="YouTube-VIS-format training split (JPEGImages/, instances.json)")

@@ -68,7 +68,7 @@ def build_clip_dataset(cfg: DataConfig, task: Task, *, train: bool = True, seed:
     if train:
         try:
             augment = ClipAugment(tuple(cfg.min_size), cfg.max_size, crop, cfg.flip_prob,
-                                  tuple(cfg.color_jitter) or None)  # type: ignore[arg-type]
+                                  tuple(cfg.color_jitter) or None)
         except ValueError as err:  # only the colour jitter is validated there
             raise ConfigError(f"data.{err}") from None
     else:

@@ -50,7 +50,7 @@ class ClipAugment:
     max_size: int = 10**9
     crop_size: tuple[int, int] | None = None
     flip_prob: float = 0.0
-    color_jitter: tuple[float, float, float, float] | None = None
+    color_jitter: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         jitter = self.color_jitter
