@@ -30,7 +30,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--task", default="instance", choices=["instance", "panoptic", "semantic"])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests that the script runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.workers, args.clips, args.frames, args.batch_size = 0, 2, 2, 1
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -106,7 +106,10 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (tests that the script runs)")
     args = p.parse_args()
+    if args.smoke:
+        args.height, args.width, args.backbone, args.iters, args.warmup = 128, 128, "tiny_cnn", 1, 0
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = ModelConfig(

@@ -19,8 +19,9 @@ from collections.abc import Callable
 
 import torch
 
-from vidseg.models.convert import convert_hf_state_dict, load_converted_state, model_config_from_hf
+from vidseg.models.convert import convert_hf_state_dict, model_config_from_hf
 from vidseg.models.segmenter import build_segmenter
+from vidseg.training.checkpoint import load_weights
 
 _SWIN = {
     "swin_t": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),
@@ -40,7 +41,7 @@ def build_pair(backbone: str, num_labels: int, seed: int = 0):
         transformers.Mask2FormerConfig(backbone_config=swin, num_labels=num_labels)
     ).eval()
     model = build_segmenter(model_config_from_hf(hf.config.to_dict())).eval()
-    load_converted_state(model, convert_hf_state_dict(hf.state_dict()))
+    load_weights(model, convert_hf_state_dict(hf.state_dict()), "hf")  # strict: every key must match
     return hf, model
 
 
@@ -136,7 +137,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--no-cpu", action="store_true", help="skip the CPU measurement")
     p.add_argument("--breakdown", action="store_true", help="also time each component on CPU")
+    p.add_argument("--smoke", action="store_true", help="tiny input, one iteration (tests that the script runs)")
     args = p.parse_args()
+    if args.smoke:
+        args.height, args.width, args.iters, args.warmup = 64, 64, 1, 0
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -158,6 +162,8 @@ def main() -> None:
         result["gpu"] = torch.cuda.get_device_name(gpu)
         result["gpu_fp32"] = bench(hf, model, pixels, gpu, None, args.iters * 4, args.warmup * 2)
         result["gpu_bf16"] = bench(hf, model, pixels, gpu, torch.bfloat16, args.iters * 4, args.warmup * 2)
+    else:
+        result["gpu"] = "not run: no CUDA device"
     print(json.dumps(result, indent=2))
 
 

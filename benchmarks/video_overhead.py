@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="CUDA autocast")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests that the script runs)")
     args = parser.parse_args()
+    if args.smoke:
+        args.height, args.width, args.backbone, args.window, args.iters, args.warmup = 64, 64, "tiny_cnn", 2, 1, 0
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(0)

@@ -35,6 +35,12 @@ CHANNELS = {
     "swin_s": (96, 192, 384, 768),
     "swin_b": (128, 256, 512, 1024),
     "swin_l": (192, 384, 768, 1536),
+    "dinov2_vits14": (384,) * 4,
+    "dinov2_vitb14": (768,) * 4,
+    "dinov2_vitl14": (1024,) * 4,
+    "vit_adapter_s": (384,) * 4,
+    "vit_adapter_b": (768,) * 4,
+    "vit_adapter_l": (1024,) * 4,
 }
 
 

@@ -106,12 +106,12 @@ def test_cli_validate_exit_codes(synth, capsys):
     assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis"]) == 0
     path = synth / "ytvis" / "train" / "instances.json"
     _edit_json(path, lambda d: d["annotations"][0].__setitem__("category_id", 77))
-    assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis"]) == 1
+    assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis"]) == 2  # unusable: a user error
     out = capsys.readouterr().out
     assert "problem:" in out and "instances.json" in out and "category_id" in out and "NOT USABLE" in out
     assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis", "--skip-bad"]) == 0
     assert "skipped:" in capsys.readouterr().out
     path.write_text("{")
     shutil.rmtree(synth / "ytvis" / "val")
-    assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis", "--skip-bad"]) == 1
+    assert main(["data", "validate", str(synth / "ytvis"), "--format", "ytvis", "--skip-bad"]) == 2
     assert main(["data", "validate", str(synth / "nope"), "--format", "ytvis"]) == 2

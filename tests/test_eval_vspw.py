@@ -144,13 +144,14 @@ def test_files_workers_and_malformed_predictions(tmp_path):
         names.append(f"vid{v}")
     (gt_root / "val.txt").write_text("\n".join(names))  # no trailing newline: must still read all names
     serial = evaluate_vspw(gt_root, pred_root, raw_gt_labels=True, workers=0)
-    parallel = evaluate_vspw(gt_root, pred_root, raw_gt_labels=True, workers=2)
+    parallel = evaluate_vspw(gt_root, pred_root, workers=2)  # raw labels are the default, as in `vidseg eval`
     assert serial.to_json() == parallel.to_json() and serial.num_videos == 4 and 0 < serial.mIoU < 1
+    assert evaluate_vspw(gt_root, pred_root, raw_gt_labels=False, workers=0).mIoU != serial.mIoU
     assert 0 < serial.mVC8 < 1 and np.isnan(serial.mVC16)  # 10 frames: no 16-frame window
     # a prediction of the wrong size
     Image.fromarray(np.zeros((8, 11), np.uint8)).save(pred_root / "vid1" / "00003.png")
     with pytest.raises(DataFormatError, match="00003.png.*prediction is 11x8"):
-        evaluate_vspw(gt_root, pred_root, raw_gt_labels=True, workers=2)
+        evaluate_vspw(gt_root, pred_root, workers=2)
     # a class outside the dataset (the official code would spill it into the next GT row)
     Image.fromarray(np.full((8, 10), 200, np.uint8)).save(pred_root / "vid1" / "00003.png")
     with pytest.raises(DataFormatError, match="class 200"):

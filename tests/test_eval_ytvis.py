@@ -79,6 +79,7 @@ def test_perfect_is_official_float_not_one():
     assert m.per_class_ap == {"c1": PERFECT, "c2": PERFECT}
 
 
+@pytest.mark.filterwarnings("ignore:.*segmentations shorter than the video")
 def test_truncated_prediction_frames_zip_to_shorter_list():
     gt = gt_json([{"id": 1, "masks": [A, B, C]}])
     m = run(gt, [det([A])])  # 1 of 3 frames: zip() stops after frame 0, IoU = 1
@@ -157,6 +158,7 @@ def test_categories_without_gt_do_not_count():
     assert np.isnan(m.per_class_ap["c2"])
 
 
+@pytest.mark.filterwarnings("ignore:.*segmentations shorter than the video")
 def test_malformed_results():
     gt = gt_json([{"id": 1, "masks": [A, A, A]}])
     with pytest.raises(DataFormatError, match="video_id 7"):
@@ -333,3 +335,50 @@ def test_gt_loads_polygons_and_uncompressed_rle(tmp_path):
     assert mask_utils.area(seg1) == A.sum()
     m = evaluate_ytvis(loaded, [det([A, A, A])], workers=0)
     assert m.AP == PERFECT
+
+
+def test_rle_complement_counts_the_other_pixels():
+    from vidseg.evaluation.ytvis import _RLE_COUNTS, _rle_complement
+
+    rng = np.random.default_rng(3)
+    masks = [np.zeros((H, W), np.uint8), np.ones((H, W), np.uint8), A, rng.random((H, W)) < 0.5]
+    masks += [box(int(y), 0, H, int(x)) for y, x in rng.integers(0, 20, (20, 2))]
+    for m in masks:
+        counts = encode_rle(m)["counts"].encode()
+        comp = {"size": [H, W], "counts": _rle_complement(counts, _RLE_COUNTS.fullmatch(counts))}
+        assert mask_utils.area(comp) == H * W - int(m.astype(bool).sum())
+        assert np.array_equal(mask_utils.decode(comp), 1 - m.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("counts", "reason"),
+    [
+        ("b'PPYo0'", "not a compressed RLE string"),  # str() of the bytes
+        ("abc\u00e9", "not a compressed RLE string"),
+        ("0000", "cover"),  # well formed, wrong total: pycocotools would read it silently
+        ("", "not a compressed RLE string"),
+    ],
+)
+def test_garbage_rle_counts_name_the_field(counts, reason):
+    gt = gt_json([{"id": 1, "masks": [A, A, A]}])
+    bad = det([A, A, A])
+    bad["segmentations"][2] = {"size": [H, W], "counts": counts}
+    with pytest.raises(DataFormatError, match=reason) as e:
+        run(gt, [det([A, A, A]), bad])
+    assert e.value.field == "[1].segmentations[2].counts"
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), "0.9", None, True])
+def test_scores_must_be_finite_numbers(score):
+    gt = gt_json([{"id": 1, "masks": [A, A, A]}])
+    with pytest.raises(DataFormatError, match="score must be a finite number") as e:
+        run(gt, [det([A, A, A]), det([A, A, A], score=score)])
+    assert e.value.field == "[1].score"
+
+
+def test_short_segmentations_warn_once_and_keep_the_official_numbers():
+    gt = gt_json([{"id": 1, "masks": [A, A, A]}])
+    with pytest.warns(UserWarning, match=r"\[0\] \(1 of 3 frames of video 1\) and 1 more") as record:
+        m = run(gt, [det([A]), det([A, A])])
+    assert len(record) == 1
+    assert m.AP == PERFECT  # zip() stops at the shorter list: frame 0 alone is a perfect match

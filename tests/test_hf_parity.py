@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -16,8 +14,8 @@ from vidseg.models.backbones.swin import SwinTransformer  # noqa: E402
 from vidseg.models.convert import (  # noqa: E402
     convert_hf_state_dict,
     model_config_from_hf,
-    read_converted,
 )
+from vidseg.models.model import load_model  # noqa: E402
 from vidseg.models.segmenter import build_segmenter, segmenter_from_backbone  # noqa: E402
 from vidseg.training.checkpoint import load_weights  # noqa: E402
 
@@ -136,14 +134,13 @@ def test_convert_weights_cli_on_a_saved_checkpoint(tmp_path, capsys):
     ).eval()
     src = tmp_path / "hf"
     hf.save_pretrained(src)
-    dst = tmp_path / "out" / "m2f.safetensors"
+    dst = tmp_path / "out" / "m2f"
     assert main(["convert-weights", "--from", "hf", str(src), "--out", str(dst)]) == 0
     assert str(dst) in capsys.readouterr().out
-    cfg, state = read_converted(dst)
-    assert isinstance(cfg, ModelConfig) and cfg.backbone.name == "swin_t" and cfg.decoder.num_layers == 2
-    assert json.loads(dst.with_suffix(".json").read_text())["stage"] == "segmenter"
-    model = build_segmenter(cfg).eval()
-    load_weights(model, state, "hf")
+    loaded = load_model(dst)
+    cfg = loaded.config.model
+    assert loaded.stage == "segmenter" and cfg.backbone.name == "swin_t" and cfg.decoder.num_layers == 2
+    model = loaded.model.segmenter
     pixels = torch.randn(1, 3, 64, 96)
     theirs, _ = _hf_predictions(hf, pixels)
     with torch.no_grad():
@@ -152,5 +149,6 @@ def test_convert_weights_cli_on_a_saved_checkpoint(tmp_path, capsys):
     # User errors: one line, exit code 2.
     assert main(["convert-weights", "--from", "hf", str(tmp_path / "nope"), "--out", str(dst)]) == 2
     assert "not a directory" in capsys.readouterr().err
-    assert main(["convert-weights", "--from", "hf", str(src), "--out", str(tmp_path / "x.pt")]) == 2
-    assert ".safetensors" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("x")
+    assert main(["convert-weights", "--from", "hf", str(src), "--out", str(tmp_path / "taken")]) == 2
+    assert "not a vidseg checkpoint" in capsys.readouterr().err

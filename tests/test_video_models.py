@@ -171,11 +171,12 @@ def test_dvis_offline_refines_a_window() -> None:
     assert clip.class_logits.shape == (B, Q, K + 1)
     assert clip.mask_logits.shape == (B, 5, Q, H, W)
     assert torch.allclose(clip.online_class_logits, window.online_class_logits.mean(1))
-    # Offline probabilities: elementwise max of refiner and tracker probabilities.
+    # Offline probabilities: elementwise max of refiner and tracker probabilities over the K real classes;
+    # the no-object column is the refiner's (DVIS++ aux_pred_cls).
     probs = clip.class_probs()
-    assert torch.allclose(
-        probs, torch.maximum(clip.class_logits.softmax(-1), clip.online_class_logits.softmax(-1))
-    )
+    both = torch.maximum(clip.class_logits.softmax(-1), clip.online_class_logits.softmax(-1))
+    assert torch.allclose(probs[..., :-1], both[..., :-1])
+    assert torch.allclose(probs[..., -1], clip.class_logits.softmax(-1)[..., -1])
 
 
 def test_dvis_offline_training_gradients_flow_to_refiner() -> None:

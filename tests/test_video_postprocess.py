@@ -43,7 +43,7 @@ def test_vis_topk_lets_one_query_yield_several_labels() -> None:
     )
     all_rows = (slice(None), slice(0, 2))
     masks = masks_from([[all_rows, (slice(0, 1), slice(3, 4)), None], [all_rows, None, None]], q=3)
-    frames = vis_frames(probs, masks, [10, 11], topk=3)
+    frames = list(vis_frames(probs, masks, [10, 11], topk=3))
     assert [f.frame_index for f in frames] == [10, 11]
     for f in frames:
         # sorted by score; id = q * K + k + 1 is the same in every frame
@@ -58,7 +58,7 @@ def test_vis_topk_lets_one_query_yield_several_labels() -> None:
 def test_vis_masks_are_logits_above_zero() -> None:
     probs = torch.tensor([[0.9, 0.05, 0.05]])
     masks = torch.tensor([[[[0.1, -0.1], [0.0, 3.0]]]])
-    frame = vis_frames(probs, masks, [0], topk=1)[0]
+    frame = list(vis_frames(probs, masks, [0], topk=1))[0]
     assert frame.dense_masks()[0].tolist() == [[True, False], [False, True]]
 
 
@@ -69,7 +69,7 @@ def test_geometry_crops_padding_before_resizing() -> None:
     geometry = FrameGeometry(input_size=(8, 8), valid_size=(4, 8), output_size=(2, 4))
     up = upsample_masks(logits, geometry)
     assert up.shape == (1, 2, 4) and (up > 0).all()
-    frame = vis_frames(torch.tensor([[0.9, 0.1]]), logits[None], [0], topk=1, geometry=geometry)[0]
+    frame = list(vis_frames(torch.tensor([[0.9, 0.1]]), logits[None], [0], topk=1, geometry=geometry))[0]
     assert (frame.height, frame.width) == (2, 4) and frame.dense_masks().all()
 
 
@@ -101,7 +101,7 @@ def _vps_case() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_vps_merge_ids_stuff_and_overlap() -> None:
     probs, masks = _vps_case()
-    frames = vps_frames(probs, masks, [0, 1], IS_THING)
+    frames = list(vps_frames(probs, masks, [0, 1], IS_THING, stable_ids=True))
     f0, f1 = frames
     stuff_id = 7 + 1 + 2
     expected0 = np.array(
@@ -134,16 +134,17 @@ def test_vps_overlap_is_measured_over_the_video_volume() -> None:
     probs = torch.tensor([[0.9, 0.1], [0.95, 0.05]])
     everywhere, top = (slice(None), slice(None)), (slice(0, 3), slice(None))
     masks = masks_from([[everywhere, None], [everywhere, top]], 2)
-    volume = vps_frames(probs, masks, [0, 1], [True])
+    volume = list(vps_frames(probs, masks, [0, 1], [True]))
     assert (volume[0].panoptic == 0).all()
-    assert (volume[1].panoptic[:3] == 2).all() and (volume[1].panoptic[3] == 0).all()
-    alone = vps_frames(probs, masks[:1], [0], [True])
+    # Official ids are 1..S in query order: q1 is the only segment.
+    assert (volume[1].panoptic[:3] == 1).all() and (volume[1].panoptic[3] == 0).all()
+    alone = list(vps_frames(probs, masks[:1], [0], [True]))
     assert (alone[0].panoptic == 1).all()
 
 
 def test_vps_nothing_kept_gives_void() -> None:
     probs = torch.tensor([[0.3, 0.7]])
-    frame = vps_frames(probs, torch.zeros(1, 1, 3, 3), [4], [True])[0]
+    frame = list(vps_frames(probs, torch.zeros(1, 1, 3, 3), [4], [True]))[0]
     assert frame.frame_index == 4 and (frame.panoptic == 0).all() and (frame.semantic == -1).all()
     assert frame.segments == [] and frame.masks == []
 
@@ -152,7 +153,7 @@ def test_vps_needs_thing_flags() -> None:
     with pytest.raises(ValueError, match="is_thing"):
         VideoPostprocessor("vps")
     with pytest.raises(ValueError, match="is_thing"):
-        vps_frames(torch.zeros(2, 3), torch.zeros(1, 2, 2, 2), [0], [True])
+        list(vps_frames(torch.zeros(2, 3), torch.zeros(1, 2, 2, 2), [0], [True]))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -163,11 +164,11 @@ def test_vss_argmax_of_class_times_mask() -> None:
     probs = torch.tensor([[0.1, 0.8, 0.05, 0.05], [0.1, 0.1, 0.7, 0.1], [0.6, 0.2, 0.1, 0.1]])
     left, right = (slice(None), slice(0, 2)), (slice(None), slice(2, 4))
     masks = masks_from([[left, right, None]], q=3)
-    frame = vss_frames(probs, masks, [3])[0]
+    frame = list(vss_frames(probs, masks, [3]))[0]
     assert frame.frame_index == 3 and frame.semantic.dtype == np.int32
     assert (frame.semantic[:, :2] == 1).all() and (frame.semantic[:, 2:] == 2).all()
     # query chunking does not change the result
-    assert np.array_equal(vss_frames(probs, masks, [3], query_chunk=1)[0].semantic, frame.semantic)
+    assert np.array_equal(list(vss_frames(probs, masks, [3], query_chunk=1))[0].semantic, frame.semantic)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -12,12 +13,12 @@ from vidseg.data.build import build_clip_dataset
 from vidseg.data.clips import FrameTarget, collate_clips
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.errors import CheckpointError
-from vidseg.losses.contrastive import reference_contrastive_loss
 from vidseg.losses.criterion import SetCriterion
-from vidseg.losses.targets import FrameTargets
+from vidseg.losses.matcher import Matching
+from vidseg.losses.targets import ClipTargets, FrameTargets
 from vidseg.models.model import build_model, load_model
 from vidseg.models.outputs import LayerPrediction
-from vidseg.training.checkpoint import save_checkpoint
+from vidseg.training.checkpoint import load_checkpoint, save_checkpoint
 from vidseg.training.stages import (
     FramePredictions,
     RefinerStage,
@@ -25,7 +26,11 @@ from vidseg.training.stages import (
     TrackerStage,
     clip_targets,
     criterion_loss,
+    load_previous_stage,
     mvc_frame_loss,
+    volume_criterion,
+    volume_prediction,
+    volume_targets,
 )
 
 TINY = [
@@ -176,8 +181,6 @@ def test_mvc_frame_loss_weights_clean_and_masked_frames():
                         num_masks_reducer=lambda x: x)
     n = 4
     targets = [FrameTargets(torch.tensor([i % 2]), torch.rand(1, 8, 8) > 0.5) for i in range(n)]
-    from vidseg.losses.matcher import Matching
-
     matching = [Matching(torch.tensor([0]), torch.tensor([0])) for _ in range(n)]
     preds = FramePredictions(LayerPrediction(torch.randn(n, 3, 3), torch.randn(n, 3, 8, 8)), [], targets, matching)
     masked = torch.tensor([False, True, True, False])
@@ -188,20 +191,6 @@ def test_mvc_frame_loss_weights_clean_and_masked_frames():
     plain, _ = criterion_loss(crit, preds)
     assert torch.allclose(mvc_frame_loss(crit, preds, masked, weight=1.0)[0], plain)
     assert torch.allclose(mvc_frame_loss(crit, preds, None, weight=0.25)[0], plain)
-
-
-def test_reference_contrastive_loss_prefers_consistent_references():
-    torch.manual_seed(0)
-    consistent = torch.eye(3)[None].repeat(3, 1, 1) * 4  # slot s has the same reference in every frame
-    swapped = consistent.clone()
-    swapped[1] = consistent[1][[1, 0, 2]]  # slots 0 and 1 exchange references at frame 1
-    slots = torch.tensor([0, 1, 2])
-    present = torch.ones(3, 3, dtype=torch.bool)
-    good = reference_contrastive_loss(consistent, slots, present)
-    bad = reference_contrastive_loss(swapped, slots, present)
-    assert good < 1e-3 < bad
-    none = reference_contrastive_loss(consistent.requires_grad_(), slots[:1], present[:1])
-    assert none.item() == 0.0 and none.requires_grad
 
 
 def test_segmenter_stage_checkpoint_loads_with_minvis(synth, tmp_path):
@@ -236,3 +225,122 @@ def test_refine_applies_oma_at_inference_only_for_masked_inference(synth):
         assert torch.equal(model.refine(steps, oma=off).class_logits, plain.class_logits)
         torch.manual_seed(1)
         assert not torch.allclose(model.refine(steps, oma=on).class_logits, plain.class_logits)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 17: volume loss, aux re-matching, contrastive switches, re-id training, --init handling
+
+
+def test_refiner_volume_dice_is_one_dice_over_the_stacked_clip():
+    # 1 instance, T=2 frames of 2x2, logits 0 (s = 0.5 everywhere); the target fills frame 0, frame 1 empty.
+    logits = torch.zeros(1, 2, 1, 2, 2)  # [B, T, Q, h, w]
+    logits[0, 1] = 0.0
+    clip = ClipTargets(torch.tensor([0]), torch.stack([torch.ones(2, 2), torch.zeros(2, 2)])[None])
+    pred = volume_prediction(torch.zeros(1, 1, 2), logits)
+    target = volume_targets(clip)
+    assert pred.mask_logits.shape == (1, 1, 4, 2) and target.masks.shape == (1, 4, 2)
+    crit = SetCriterion(num_classes=1, matcher=None, num_points=None, num_masks_reducer=lambda x: x)
+    bce, dice = crit.mask_losses(pred.mask_logits, [target], [Matching(torch.tensor([0]), torch.tensor([0]))], 1.0)
+    # volume: sum(s t) = 2, sum(s) = 4, sum(t) = 4 -> 1 - 5/9 (per-frame dice would give (2/7 + 2/3) / 2)
+    assert math.isclose(dice.item(), 4 / 9, rel_tol=1e-6)
+    assert math.isclose(bce.item(), math.log(2), rel_tol=1e-6)
+    # frames are stacked top to bottom in time order
+    ordered = torch.arange(8.0).view(1, 2, 1, 2, 2)
+    assert volume_prediction(torch.zeros(1, 1, 2), ordered).mask_logits.flatten().tolist() == list(range(8))
+    assert volume_criterion(crit, 3).num_points is None
+    crit.num_points = 100
+    assert volume_criterion(crit, 3).num_points == 300 and crit.num_points == 100
+
+
+def test_criterion_aux_matching_overrides_the_shared_matching_per_aux_set():
+    torch.manual_seed(0)
+    crit = SetCriterion(num_classes=2, matcher=None, num_points=None, num_masks_reducer=lambda x: x)
+    targets = [FrameTargets(torch.tensor([1]), torch.rand(1, 8, 8) > 0.5)]
+    final = LayerPrediction(torch.randn(1, 3, 3), torch.randn(1, 3, 8, 8))
+    aux = [LayerPrediction(torch.randn(1, 3, 3), torch.randn(1, 3, 8, 8))]
+    shared = [Matching(torch.tensor([0]), torch.tensor([0]))]
+    own = [Matching(torch.tensor([2]), torch.tensor([0]))]
+    out = crit(final, targets, shared, aux=aux, aux_matching=[own])
+    expected = crit.layer_losses(aux[0], targets, own, 1.0)
+    assert torch.equal(out.aux[0].dice_loss, expected.dice_loss)
+    assert not torch.equal(out.aux[0].dice_loss, crit.layer_losses(aux[0], targets, shared, 1.0).dice_loss)
+
+
+@pytest.mark.parametrize("stage_name", ["tracker", "refiner"])
+def test_video_stages_rematch_aux_layers_only_after_guided_phase(synth, stage_name, monkeypatch):
+    import vidseg.training.stages as stages
+
+    preset = f"dvis_plus/synthetic_tiny_{stage_name}"
+    cls = {"tracker": TrackerStage, "refiner": RefinerStage}[stage_name]
+    cfg = _config(synth, preset, "data.num_frames=3", "loss.guided_matching=0.5")
+    stage = cls.from_config(cfg)
+    seen = []
+    real = stages.criterion_loss
+    monkeypatch.setattr(stages, "criterion_loss", lambda c, p: seen.append(p) or real(c, p))
+    batch = _batch(cfg)
+    stage.iteration = 0
+    stage.loss(stage.model, batch)
+    assert seen[-1].aux_matching is None
+    stage.iteration = 9
+    stage.loss(stage.model, batch)
+    preds = seen[-1]
+    assert preds.aux and len(preds.aux_matching) == len(preds.aux)
+    assert all(len(m) == len(preds.targets) for m in preds.aux_matching)
+
+
+@pytest.mark.parametrize(("tracker_cl", "refiner_cl", "on"), [(True, True, True), (True, False, False),
+                                                              (False, True, False)])
+def test_tracker_contrastive_loss_needs_both_use_cl_switches(synth, tracker_cl, refiner_cl, on):
+    cfg = _config(synth, "dvis_plus/synthetic_tiny_tracker", "data.num_frames=3",
+                  f"model.tracker.use_cl={str(tracker_cl).lower()}", f"model.refiner.use_cl={str(refiner_cl).lower()}")
+    stage = TrackerStage.from_config(cfg)
+    out = stage.loss(stage.model, _batch(cfg))
+    assert ("loss_reid" in out.terms) == on
+
+
+def test_refiner_contrastive_loss_fills_the_class_memory_and_follows_its_switch(synth):
+    cfg = _config(synth, "dvis_plus/synthetic_tiny_refiner", "data.num_frames=3", "loss.contrastive_aux_weight=3")
+    stage = RefinerStage.from_config(cfg)
+    out = stage.loss(stage.model, _batch(cfg))
+    assert {"loss_reid", "loss_aux_reid"} <= set(out.terms) and stage.memory.entries
+    off = RefinerStage.from_config(apply_overrides(cfg, ["model.refiner.use_cl=false"]))
+    assert "loss_reid" not in off.loss(off.model, _batch(cfg)).terms and not off.memory.entries
+
+
+def test_segmenter_stage_trains_the_reid_head(synth):
+    cfg = _config(synth, "mask2former/synthetic_tiny", "data.num_frames=2", "model.reid_head=true")
+    stage = SegmenterStage.from_config(cfg)
+    out = stage.loss(stage.model, _batch(cfg))
+    assert "loss_reid" in out.terms
+    out.loss.backward()
+    grads = [p.grad for p in stage.model.reid_head.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_init_skip_mismatched_reinitialises_other_k_and_missing_reid_head(synth, tmp_path, caplog):
+    coco = _config(synth, "mask2former/synthetic_tiny", "model.num_classes=3")
+    path = _segmenter_ckpt(coco, tmp_path)
+    cfg = _config(synth, "mask2former/synthetic_tiny", "model.reid_head=true")
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        SegmenterStage.from_config(cfg, path)
+    with caplog.at_level("WARNING"):
+        stage = SegmenterStage.from_config(apply_overrides(cfg, ["optim.init_skip_mismatched=true"]), path)
+    lines = [r.getMessage() for r in caplog.records if "re-initialised" in r.getMessage()]
+    assert len(lines) == 1 and "class_head" in lines[0] and "reid_head" in lines[0]
+    saved = load_checkpoint(path).state_dict
+    own = stage.model.state_dict()
+    same = [k for k in saved if saved[k].shape == own[k].shape]
+    assert same and all(torch.equal(saved[k], own[k]) for k in same)
+    # fine-tuning: a segmenter checkpoint of the same architecture loads strictly into a segmenter stage
+    ft = save_checkpoint(tmp_path / "ft", stage.model.state_dict(), cfg, "segmenter", 1)
+    again = SegmenterStage.from_config(cfg, ft)
+    assert all(torch.equal(v, own[k]) for k, v in again.model.state_dict().items())
+
+
+def test_previous_stage_backbone_check_ignores_weights_path(synth, tmp_path):
+    cfg = _config(synth, "dvis_plus/synthetic_tiny_tracker")
+    seg_cfg = apply_overrides(cfg, ["model.backbone.weights=/somewhere/R-50.pth"])
+    TrackerStage.from_config(cfg, _segmenter_ckpt(seg_cfg, tmp_path))
+    other = apply_overrides(cfg, ["model.backbone.name=resnet50"])
+    with pytest.raises(CheckpointError, match="model.backbone"):
+        load_previous_stage(other, tmp_path / "seg", "segmenter")

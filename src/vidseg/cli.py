@@ -7,6 +7,8 @@ handler. User errors (`VidsegError`) print one line on stderr and exit with code
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -14,6 +16,45 @@ from vidseg import __version__
 from vidseg.errors import VidsegError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+# --- checks shared by the handlers ------------------------------------------------------------------------
+# They run before the torch-heavy modules are imported (4-40 s), so a typo fails in a fraction of a second.
+
+
+def _require_path(path: str | None, flag: str) -> None:
+    """A missing input file or folder, reported before anything slow happens."""
+    from vidseg.errors import DataFormatError
+
+    if path is not None and not os.path.exists(path):
+        raise DataFormatError(path, "no such file or directory", field=flag)
+
+
+def _default_threads() -> int:
+    """Half the CPUs, at most 4: the frame-by-frame models are small, and on a shared or busy machine
+    more intra-op threads than free cores spin against each other (2 threads on 2 shared cores ran a clip
+    at 0.5-1.4 frames/s, 1 thread at 2.1-3.3 frames/s; README "Command line")."""
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the model (default: half the CPUs, at most 4)")
+
+
+def _set_threads(threads: int | None) -> None:
+    from vidseg.errors import ConfigError
+
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads or _default_threads())
+
+
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out holds an earlier run's outputs: delete them first (other files are never deleted)")
 
 
 # --- demo -------------------------------------------------------------------------------------------------
@@ -26,15 +67,27 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="vidseg_demo", help="output folder (default: ./vidseg_demo)")
     p.add_argument("--frames", type=int, default=None, help="segment at most this many frames (default: all)")
     p.add_argument("--min-score", type=float, default=0.5, help="draw tracks scoring at least this (default 0.5)")
+    _add_threads(p)
+    _add_overwrite(p)
     p.set_defaults(handler=_run_demo)
 
 
+# The demo writes one file: a rerun replaces it and leaves nothing stale, so it may reuse its folder.
+_DEMO_OUTPUTS = frozenset({"overlay.mp4"})
+
+
 def _run_demo(args: argparse.Namespace) -> int:
-    from vidseg.demo import run_demo
     from vidseg.errors import ConfigError
+    from vidseg.io.outdir import check_out_dir
 
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
+    _require_path(args.source, "--source")
+    _require_path(args.weights, "--weights")
+    check_out_dir(args.out, overwrite=args.overwrite, reusable=_DEMO_OUTPUTS)
+    _set_threads(args.threads)
+    from vidseg.demo import run_demo
+
     summary = run_demo(source=args.source, out_dir=args.out, weights=args.weights, max_frames=args.frames,
                        min_score=args.min_score, log=print)
     print(f"overlay written to {summary.overlay}")
@@ -83,6 +136,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--size", default="240x320", help="frame size HxW (default 240x320)")
     s.add_argument("--formats", default="ytvis,vipseg,vspw", help="comma-separated: ytvis,vipseg,vspw")
     s.add_argument("--seed", type=int, default=0)
+    _add_overwrite(s)
     s.set_defaults(handler=_run_data_synth)
 
     v = dsub.add_parser("validate", help="read a whole dataset, print counts and every problem")
@@ -115,6 +169,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 def _run_data_synth(args: argparse.Namespace) -> int:
     from vidseg.data.synthetic import FORMATS, write_synthetic_dataset
     from vidseg.errors import ConfigError
+    from vidseg.io.outdir import check_out_dir, clean_out_dir
 
     h, w = _parse_size(args.size)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -123,6 +178,11 @@ def _run_data_synth(args: argparse.Namespace) -> int:
         raise ConfigError(f"--formats: unknown {bad or formats}; choose from {','.join(FORMATS)}")
     if args.videos < 1 or args.frames < 1:
         raise ConfigError("--videos and --frames must be ≥ 1")
+    # An earlier run's format folders and synthetic.json are its own; a rerun with fewer videos or other
+    # formats would leave stale ones.
+    owned = lambda out: {*FORMATS, "synthetic.json"}  # noqa: E731
+    check_out_dir(args.out, overwrite=args.overwrite, owned=owned)
+    clean_out_dir(args.out, owned=owned)
     roots = write_synthetic_dataset(args.out, args.videos, args.frames, h, w, formats, args.seed)
     for fmt, root in roots.items():
         print(f"{fmt}: {root}")
@@ -130,11 +190,16 @@ def _run_data_synth(args: argparse.Namespace) -> int:
 
 
 def _run_data_validate(args: argparse.Namespace) -> int:
+    from vidseg.errors import DataFormatError
+
+    _require_path(args.path, "path")
     from vidseg.data.validate import validate_dataset
 
     report = validate_dataset(args.path, args.format, skip_bad=args.skip_bad)
     print(report.summary())
-    return 0 if report.usable else 1
+    if not report.usable:  # the problems are listed above, on stdout; the error line says where to look
+        raise DataFormatError(args.path, f"dataset not usable ({len(report.problems)} problem(s), listed above)")
+    return 0
 
 
 def _run_data_convert(args: argparse.Namespace) -> int:
@@ -158,19 +223,23 @@ def _run_data_convert(args: argparse.Namespace) -> int:
 
 
 def _add_convert_weights(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert-weights", help="import a Mask2Former checkpoint from another library")
-    p.add_argument("--from", dest="source_format", choices=["hf"], required=True,
-                   help="hf: a saved transformers Mask2FormerForUniversalSegmentation directory")
-    p.add_argument("src", help="checkpoint directory (config.json + model.safetensors or pytorch_model.bin)")
-    p.add_argument("--out", required=True, help="output .safetensors (its config goes beside it as .json)")
+    p = sub.add_parser("convert-weights", help="import a published Mask2Former / MinVIS / DVIS++ checkpoint")
+    p.add_argument("--from", dest="source_format", choices=["detectron2", "dvis_plus", "hf"], required=True,
+                   help="detectron2: a Mask2Former / MinVIS model-zoo .pkl; dvis_plus: a DVIS++ .pth (online, "
+                        "offline or segmenter only); hf: a saved transformers Mask2Former directory")
+    p.add_argument("src", help="checkpoint file (.pkl / .pth) or, for hf, directory")
+    p.add_argument("--dataset", default=None,
+                   help="class vocabulary and official test settings: coco_panoptic, coco_instance, ade20k, "
+                        "cityscapes, ytvis19, ytvis21, ovis, vipseg, vspw (default: generic class names)")
+    p.add_argument("--out", required=True, help="output vidseg checkpoint directory")
     p.set_defaults(handler=_run_convert_weights)
 
 
 def _run_convert_weights(args: argparse.Namespace) -> int:
-    from vidseg.models.convert import convert_hf_checkpoint
+    from vidseg.published import convert_weights
 
-    path, cfg = convert_hf_checkpoint(args.src, args.out)
-    print(f"wrote {path} ({cfg.backbone.name}, {cfg.num_classes} classes) and {path.with_suffix('.json')}")
+    path = convert_weights(args.source_format, args.src, args.out, dataset=args.dataset)
+    print(f"wrote {path}")
     return 0
 
 
@@ -185,6 +254,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="checkpoint of the previous stage to start from (tracker: a segmenter checkpoint, "
                         "refiner: a tracker checkpoint; optional for segmenter and l2g)")
+    p.add_argument("--init-skip-mismatched", action="store_true",
+                   help="with --init: re-initialise tensors whose shape differs (class head of another K) or "
+                        "that the checkpoint lacks (re-id head), listed in one log line "
+                        "(= --set optim.init_skip_mismatched=true)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, log.jsonl)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
@@ -194,6 +267,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from vidseg.config import apply_overrides, load_preset_or_file
+    from vidseg.io.outdir import check_writable_dir
+
+    # A bad config, --set, --init or --out fails here, before torch and the data are loaded.
+    if args.init_skip_mismatched:
+        args.overrides.append("optim.init_skip_mismatched=true")
+    apply_overrides(load_preset_or_file(args.config), args.overrides)
+    _require_path(args.init, "--init")
+    check_writable_dir(args.out)  # an existing run folder is fine: --resume continues it
+    if args.device is not None:
+        from vidseg.devices import resolve_device
+
+        resolve_device(args.device)
     from vidseg.training.run import train
 
     summary = train(args.config, args.stage, args.out, overrides=args.overrides, resume=args.resume,
@@ -222,9 +308,30 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_eval)
 
 
+def _check_eval_out(out: str) -> None:
+    """Fail before a long evaluation, not after it, when `--out` cannot be written (the file is opened
+    for appending, so an existing file is left as it is; one created here is removed again)."""
+    from pathlib import Path
+
+    from vidseg.errors import ConfigError
+
+    path = Path(out)
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    if not existed:
+        path.unlink()
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from vidseg.evaluation.report import evaluate_task, format_table, write_metrics
 
+    if args.out:
+        _check_eval_out(args.out)
     metrics = evaluate_task(args.task, args.gt, args.pred, workers=args.workers,
                             vspw_raw_labels=args.vspw_labels == "raw")
     print(format_table(metrics))
@@ -240,7 +347,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment a video with a checkpoint: overlay mp4 + prediction files")
     p.add_argument("source", metavar="SOURCE", help="video file, frame folder or image")
-    p.add_argument("--weights", help="checkpoint directory of any stage (required until vidseg bundles a model)")
+    p.add_argument("--weights", help="checkpoint directory of any stage (default: the bundled demo model)")
     p.add_argument("--task", choices=["vis", "vps", "vss"], help="default: the checkpoint's inference.task")
     p.add_argument("--mode", choices=["online", "offline"],
                    help="offline runs the DVIS++ refiner (refiner checkpoints; their default)")
@@ -255,11 +362,19 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=float, default=0.5,
                    help="overlay only: objects scoring below are not drawn (default 0.5; files keep all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+    _add_overwrite(p)
     p.set_defaults(handler=_run_segment)
 
 
 def _run_segment(args: argparse.Namespace) -> int:
     from vidseg.errors import ConfigError
+    from vidseg.io.outdir import check_out_dir, clean_out_dir, recorded_outputs
+
+    _require_path(args.source, "SOURCE")
+    _require_path(args.weights, "--weights")
+    check_out_dir(args.out, overwrite=args.overwrite, owned=recorded_outputs)
+    _set_threads(args.threads)
     from vidseg.inference.predictor import VideoPredictor, default_weights
     from vidseg.inference.segment import segment_video
     from vidseg.io.video import open_video
@@ -272,13 +387,20 @@ def _run_segment(args: argparse.Namespace) -> int:
         weights, task=args.task, mode=args.mode, window=args.window, overlap=args.overlap, device=args.device,
         amp=args.amp,
     )
+    # Only now, with the source and the model good, are the earlier run's outputs deleted (--overwrite).
+    clean_out_dir(args.out, owned=recorded_outputs)
     summary = segment_video(predictor, video, args.out, on_error=args.on_error, progress=not args.no_progress,
                             min_score=args.min_score)
     state = "interrupted after" if summary.interrupted else "segmented"
     skipped = f", {len(summary.skipped_frames)} unreadable frames skipped" if summary.skipped_frames else ""
+    if summary.ended_early:
+        skipped += f", video ended early (its header says {summary.expected_frames} frames)"
     print(f"{state} {summary.frames} frames ({summary.fps:.2f} frames/s, {summary.task}, {summary.mode}){skipped}; "
           f"outputs in {args.out}")
-    return 130 if summary.interrupted else 0
+    if not summary.interrupted:
+        return 0
+    # The shell convention 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM (kill, job schedulers).
+    return 128 + (signal.Signals[summary.stop_signal] if summary.stop_signal else signal.SIGINT)
 
 
 # --- entry point ------------------------------------------------------------------------------------------

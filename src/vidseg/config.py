@@ -23,6 +23,43 @@ import yaml
 from vidseg.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------------------
+# Value ranges, checked in each config's `__post_init__` (so a config built in Python is checked too)
+
+
+class _OutOfRange(ConfigError):
+    """A field outside its range. `from_dict` and `apply_overrides` put the field's dotted path in front."""
+
+    def __init__(self, key: str, message: str):
+        self.key, self.reason = key, message
+        super().__init__(f"{key}: {message}")
+
+
+def _values(config: Any, name: str) -> tuple[Any, ...]:
+    value = getattr(config, name)
+    return tuple(v for v in (value if isinstance(value, tuple) else (value,)) if v is not None)
+
+
+def _at_least(config: Any, minimum: float, *names: str) -> None:
+    """Each field (or each item of a tuple field; None is allowed) is >= `minimum`."""
+    for name in names:
+        if any(v < minimum for v in _values(config, name)):
+            raise _OutOfRange(name, f"must be >= {minimum}, got {getattr(config, name)!r}")
+
+
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        if any(v <= 0 for v in _values(config, name)):
+            raise _OutOfRange(name, f"must be > 0, got {getattr(config, name)!r}")
+
+
+def _fraction(config: Any, *names: str) -> None:
+    """Probabilities, ratios and thresholds: within [0, 1]."""
+    for name in names:
+        if any(not 0 <= v <= 1 for v in _values(config, name)):
+            raise _OutOfRange(name, f"must be within [0, 1], got {getattr(config, name)!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Component configs
 
 
@@ -33,6 +70,7 @@ class BackboneConfig:
     name: Literal[
         "resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l",
         "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn",
+        "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "vit_adapter_s", "vit_adapter_b", "vit_adapter_l",
     ] = "resnet50"
     pretrained: bool = False
     frozen_bn: bool = True
@@ -44,6 +82,14 @@ class BackboneConfig:
     # Swin only: attention window (None = 7 for swin_t/s/b, 12 for swin_l) and stochastic depth rate.
     window_size: int | None = None
     drop_path_rate: float = 0.3
+    # ViT backbones (dinov2_vit*14, vit_adapter_*): keep the DINOv2 ViT fixed (no gradients, run without
+    # autograd). DVIS++'s ViT-Adapter configs freeze it (FREEZE_VIT: True).
+    freeze_vit: bool = False
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "freeze_at")
+        _at_least(self, 1, "window_size")
+        _fraction(self, "drop_path_rate")
 
 
 @dataclass(frozen=True)
@@ -57,6 +103,11 @@ class PixelDecoderConfig:
     num_points: int = 4
     ffn_dim: int = 1024
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "hidden_dim", "mask_dim", "num_heads", "num_points", "ffn_dim")
+        _at_least(self, 0, "num_layers")  # 0: no deformable encoder, only the FPN step
+        _fraction(self, "dropout")
 
 
 @dataclass(frozen=True)
@@ -72,6 +123,10 @@ class DecoderConfig:
     pre_norm: bool = False
     mask_threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "hidden_dim", "num_queries", "num_layers", "num_heads", "ffn_dim")
+        _fraction(self, "dropout", "mask_threshold")
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
@@ -86,6 +141,13 @@ class TrackerConfig:
     # Probability per frame (t >= 1) and per video that the initial association is replaced by noise.
     noise_ratio: float = 0.5
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_layers", "num_heads", "ffn_dim")
+        _fraction(self, "dropout", "noise_ratio")
+    # MODEL.TRACKER.USE_CL: the reference contrastive loss; upstream applies it only when the refiner's
+    # flag is on too (it reads MODEL.REFINER.USE_CL), and so does vidseg.
+    use_cl: bool = True
+
 
 @dataclass(frozen=True)
 class RefinerConfig:
@@ -97,6 +159,13 @@ class RefinerConfig:
     dropout: float = 0.0
     # Frames per chunk when reading masks from the mask features (bounds device memory).
     mask_window: int = 5
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_layers", "num_heads", "ffn_dim", "mask_window")
+        _fraction(self, "dropout")
+    # MODEL.REFINER.USE_CL: the refiner's memory contrastive loss (DVIS++: on for YTVIS/OVIS/VSPW, off for
+    # VIPSeg); also gates the tracker's (see TrackerConfig.use_cl).
+    use_cl: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,6 +196,11 @@ class L2GConfig:
     # learnable global queries; the segmenter is frozen.
     image_pretraining: bool = False
 
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "aligner_layers")
+        _at_least(self, 1, "aligner_ffn_dim", "aligner_heads", "num_local_queries", "min_supervised_frames")
+        _fraction(self, "aligner_dropout")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -146,6 +220,9 @@ class ModelConfig:
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     l2g: L2GConfig = field(default_factory=L2GConfig)
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_classes")
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -161,11 +238,19 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     deep_supervision: bool = True
-    # DVIS++ contrastive loss on the tracker's references (0 = off).
+    # DVIS++ contrastive losses (segmenter re-id head, tracker references, refiner embeddings; 0 = off):
+    # weight of loss_reid, and of the auxiliary cosine term (upstream: 0 for tracker/refiner, 3 in CTVIS).
     contrastive_weight: float = 2.0
+    contrastive_aux_weight: float = 0.0
     # Video stages: fraction of the iterations whose matching uses the frozen previous stage's predictions
     # in track order (DVIS++ "guided matching": 0.5); afterwards the stage matches its own predictions.
     guided_matching: float = 0.5
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "class_weight", "mask_weight", "dice_weight", "no_object_weight", "focal_gamma",
+                  "contrastive_weight", "contrastive_aux_weight")
+        _at_least(self, 1, "num_points", "oversample_ratio")
+        _fraction(self, "focal_alpha", "importance_sample_ratio", "guided_matching")
 
 
 @dataclass(frozen=True)
@@ -191,6 +276,11 @@ class MVCConfig:
     # One Bernoulli draw per clip (Eq. 4 indexes it by sample only) or per frame.
     indicator: Literal["clip", "frame"] = "clip"
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "patch_size")
+        _at_least(self, 0, "weight")
+        _fraction(self, "ratio", "mask_prob")
+
 
 @dataclass(frozen=True)
 class OMAConfig:
@@ -211,6 +301,9 @@ class OMAConfig:
     refiner: bool = True
     tracker: bool = False
 
+    def __post_init__(self) -> None:
+        _fraction(self, "drop_prob", "background_threshold")
+
 
 @dataclass(frozen=True)
 class InferenceConfig:
@@ -219,10 +312,21 @@ class InferenceConfig:
     task: Literal["vis", "vps", "vss", "instance", "panoptic", "semantic"] = "vis"
     object_mask_threshold: float = 0.8
     overlap_threshold: float = 0.8
+    # VIS results per video (the official MAX_NUM: YouTube-VIS 10, OVIS / VIPSeg 20; image instances 100).
     test_topk: int = 100
     # Short side the input frame is resized to before the model (None keeps the size).
     min_size: int | None = 360
     max_size: int | None = 640
+
+    def __post_init__(self) -> None:
+        _fraction(self, "object_mask_threshold", "overlap_threshold")
+        _at_least(self, 1, "test_topk", "min_size", "max_size")
+    # Offline: videos of at most this many frames are refined in one pass, as the official code does;
+    # longer ones in overlapping windows of `window` frames (an approximation, see VideoPredictor).
+    refine_max_frames: int = 2000
+    # VPS thing rule: "flags" uses the dataset's thing flags; "first" counts class k as a thing when
+    # k < number of thing classes, which is what DVIS++'s inference_video_vps does (VIPSeg: k < 58).
+    thing_rule: Literal["flags", "first"] = "flags"
 
 
 @dataclass(frozen=True)
@@ -230,6 +334,9 @@ class DataConfig:
     """Where the training/validation data is and how clips are sampled."""
 
     format: Literal["ytvis", "ovis", "vipseg", "vspw", "coco", "coco_panoptic", "davis"] = "ytvis"
+    # A packaged class vocabulary (`vidseg.data.catalog`: ytvis19, vipseg, coco_panoptic, ...) naming the
+    # model's classes; empty: read them from the dataset files named below, if present.
+    vocabulary: str = ""
     train_root: str = ""
     train_annotations: str = ""
     val_root: str = ""
@@ -243,6 +350,11 @@ class DataConfig:
     flip_prob: float = 0.5
     color_jitter: tuple[float, ...] = ()
     num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "num_frames", "min_size", "max_size", "crop_size")
+        _at_least(self, 0, "sampling_range", "num_workers")  # color_jitter: checked by the clip dataset
+        _fraction(self, "reverse_prob", "flip_prob")
 
 
 @dataclass(frozen=True)
@@ -261,6 +373,15 @@ class OptimConfig:
     grad_clip: float = 0.01
     amp: Literal["none", "bf16", "fp16"] = "none"
     grad_accumulation: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "lr", "gamma")
+        _at_least(self, 0, "weight_decay", "backbone_lr_multiplier", "max_iters", "warmup_iters", "steps",
+                  "grad_clip")
+        _at_least(self, 1, "batch_size", "grad_accumulation")
+    # `train --init`: keep the fresh init of tensors whose shape differs from the checkpoint's (a class
+    # head of another K) or that it lacks (a re-id head); off = such a checkpoint is an error.
+    init_skip_mismatched: bool = False
 
 
 @dataclass(frozen=True)
@@ -318,7 +439,16 @@ def from_dict(cls: type[C], data: Any, *, source: str = "", prefix: str = "") ->
         if key not in names:
             raise ConfigError(_where(source, dotted, "unknown key" + _suggest(str(key), names, prefix)))
         kwargs[key] = _coerce(hints[key], value, dotted, source)
-    return cls(**kwargs)
+    return _build(cls, prefix, source, **kwargs)
+
+
+def _build(make: Any, prefix: str, source: str, *args: Any, **kwargs: Any) -> Any:
+    """`make(*args, **kwargs)`, a config class or `dataclasses.replace`, with the dotted path of the field
+    in a range error (`model.decoder.num_layers: must be >= 1`, not just `num_layers`)."""
+    try:
+        return make(*args, **kwargs)
+    except _OutOfRange as e:
+        raise ConfigError(_where(source, prefix + e.key, e.reason)) from None
 
 
 def load_yaml(path: str | Path, cls: type[C] = ExperimentConfig) -> C:  # type: ignore[assignment]
@@ -397,10 +527,12 @@ def _replace_path(config: Any, parts: list[str], value: Any, prefix: str) -> Any
     hint = typing.get_type_hints(type(config))[key]
     current = getattr(config, key)
     if len(parts) == 1:
-        return dataclasses.replace(config, **{key: _coerce(hint, value, dotted, "", from_override=True)})
+        coerced = _coerce(hint, value, dotted, "", from_override=True)
+        return _build(dataclasses.replace, prefix, "", config, **{key: coerced})
     if not dataclasses.is_dataclass(current):
         raise ConfigError(_where("", dotted, f"is a {_type_name(hint)}, it has no sub-key {parts[1]!r}"))
-    return dataclasses.replace(config, **{key: _replace_path(current, parts[1:], value, dotted + ".")})
+    return _build(dataclasses.replace, prefix, "", config,
+                  **{key: _replace_path(current, parts[1:], value, dotted + ".")})
 
 
 def _coerce(hint: Any, value: Any, key: str, source: str, from_override: bool = False) -> Any:

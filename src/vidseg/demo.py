@@ -75,6 +75,11 @@ def run_demo(
             frames += 1
     seconds = time.perf_counter() - start
     assert overlay.mp4_path is not None
+    read = frames + len(predictor.skipped_frames)
+    if max_frames is None and info.num_frames is not None and read < info.num_frames:
+        # A truncated file decodes without an error up to where its data stops: say so.
+        log(f"warning: video ended early: {read} of {info.num_frames} frames (the header's count) read; "
+            "the file may be truncated")
     log(f"segmented {frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s); "
         f"{len(drawn)} track(s) with score >= {min_score} drawn")
     return DemoSummary(overlay.mp4_path, frames, round(seconds, 3), sorted(drawn))

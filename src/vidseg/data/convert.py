@@ -85,6 +85,34 @@ def convert_to_ytvis(
     entries = sorted(p for p in frames.iterdir() if p.is_dir() or p.suffix.lower() in VIDEO_EXTS)
     if not entries:
         raise DataFormatError(frames, "no video folders or video files", field="frames")
+    _check_masks(masks, [p.stem if p.is_file() else p.name for p in entries])
+    # A failed conversion removes what it wrote: a half-written dataset would pass for a small one.
+    created = [d for d in (out, image_root) if not d.exists()]
+    try:
+        return _convert(entries, masks, out, classes, all_frames)
+    except BaseException:
+        for d in created[:1]:  # the outermost folder this call created holds everything it wrote
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
+def _check_masks(masks: Path, videos: list[str]) -> None:
+    """Every video has a mask folder with PNGs; checked before anything is written."""
+    if not any(masks.glob("*/*.png")):
+        raise DataFormatError(masks, "no mask PNGs (expected <masks>/<video>/<frame>.png)", field="masks")
+    for name in videos:
+        if not any((masks / name).glob("*.png")):
+            raise DataFormatError(masks / name, f"no mask PNGs for video {name!r}", field="masks")
+
+
+def _convert(
+    entries: list[Path],
+    masks: Path,
+    out: Path,
+    classes: Mapping[str, Mapping[int, str]] | None,
+    all_frames: bool,
+) -> Path:
+    image_root = out / "JPEGImages"
     names = sorted({n for per in (classes or {}).values() for n in per.values()})
     cat_id = {n: k + 1 for k, n in enumerate(names)}
     categories = [Category(cat_id[n], n) for n in names] if classes else [Category(1, "object")]

@@ -40,11 +40,16 @@ VC_WINDOWS = (8, 16)
 
 def remap_raw_vspw_labels(label: np.ndarray) -> np.ndarray:
     """Dataset README convention on uint8 labels: 0 and 255 -> 255, c -> c - 1 (1..124 -> 0..123)."""
-    label = label.astype(np.uint8, copy=True)
-    label[label == 0] = 255
-    label = label - np.uint8(1)
-    label[label == 254] = 255
-    return label
+    out = label.astype(np.uint8) - np.uint8(1)  # 0 wraps to 255; 255 becomes 254, the only 254
+    out |= out == 254  # 254 -> 255, in place (uint8 | bool)
+    return out
+
+
+def _as_label_u8(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """GT labels as uint8 with everything outside 0..C-1 set to 255 (void), for the 256 x 256 histogram."""
+    if label.dtype == np.uint8:
+        return label
+    return np.where((label >= 0) & (label < num_classes), label, 255).astype(np.uint8)
 
 
 @dataclass
@@ -71,11 +76,15 @@ class VspwVideoAccumulator:
         self.num_classes = num_classes
         self.windows = tuple(windows)
         self.raw_gt_labels = raw_gt_labels
+        if not 0 < num_classes <= 255:
+            raise ValueError(f"num_classes must be 1..255 (uint8 label PNGs, 255 = void), got {num_classes}")
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
         self._run_gt: np.ndarray | None = None  # consecutive equal pairs ending at the current frame
         self._run_pred: np.ndarray | None = None
         self._accs: dict[int, list[float]] = {k: [] for k in self.windows}
+        self._run_cap = max(self.windows, default=1) - 1
+        self._run_dtype = np.uint8 if self._run_cap < 255 else np.int32
         self.num_frames = 0
 
     def add_frame(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None = None) -> None:
@@ -85,37 +94,49 @@ class VspwVideoAccumulator:
         check_same_size(pred, gt.shape, where or f"<{self.name} frame {self.num_frames}>")
         if self.raw_gt_labels:
             gt = remap_raw_vspw_labels(gt)
-        self._add_confusion(gt, pred, where)
+        self._add_confusion(_as_label_u8(gt, self.num_classes), pred, where)
         self._add_consistency(gt, pred)
         self.num_frames += 1
 
     def _add_confusion(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None) -> None:
+        """One joint histogram of the (GT, prediction) uint8 pairs; its labelled rows are the confusion rows."""
         c = self.num_classes
-        valid = (gt >= 0) & (gt < c)
-        p = pred[valid].astype(np.int64)
-        if p.size and (p.min() < 0 or p.max() >= c):
+        if pred.dtype != np.uint8 and pred.size and (pred.min() < 0 or pred.max() > 255):
+            labelled = (gt >= 0) & (gt < c)
+            p = pred[labelled]
+            if p.size and (p.min() < 0 or p.max() >= c):
+                self._bad_class(int(p.max() if p.max() >= c else p.min()), where)
+            pred = np.where(labelled, pred, 0)
+        key = (gt.astype(np.uint16) << 8) | pred.astype(np.uint16)
+        hist = np.bincount(key.ravel(), minlength=256 * 256).reshape(256, 256)[:c]
+        beyond = np.flatnonzero(hist[:, c:].any(axis=0))
+        if beyond.size:
             # Deviation: the official `c * gt + pred` silently spills an out-of-range class into the next
             # GT row (or crashes on the last row); an out-of-range class is always a bug, so say so.
-            bad = int(p.max() if p.max() >= c else p.min())
-            raise DataFormatError(
-                where or f"<{self.name} frame {self.num_frames}>",
-                f"prediction has class {bad} on a labelled pixel; classes are 0..{c - 1}",
-            )
-        idx = c * gt[valid].astype(np.int64) + p
-        self.confusion += np.bincount(idx, minlength=c * c).reshape(c, c)
+            self._bad_class(int(beyond[-1]) + c, where)
+        self.confusion += hist[:, :c]
+
+    def _bad_class(self, bad: int, where: str | Path | None) -> None:
+        raise DataFormatError(
+            where or f"<{self.name} frame {self.num_frames}>",
+            f"prediction has class {bad} on a labelled pixel; classes are 0..{self.num_classes - 1}",
+        )
 
     def _add_consistency(self, gt: np.ndarray, pred: np.ndarray) -> None:
         if not self.windows:
             return
         if self._prev is None:
-            self._run_gt = np.zeros(gt.shape, np.int32)
-            self._run_pred = np.zeros(gt.shape, np.int32)
+            self._run_gt = np.zeros(gt.shape, self._run_dtype)
+            self._run_pred = np.zeros(gt.shape, self._run_dtype)
         else:
             prev_gt, prev_pred = self._prev
             # equality is transitive: "equal to the window's first frame for every j" is the same as
-            # "every consecutive pair equal", i.e. a run of k - 1 equal pairs ending here
-            self._run_gt = np.where(gt == prev_gt, self._run_gt + 1, 0)
-            self._run_pred = np.where(pred == prev_pred, self._run_pred + 1, 0)
+            # "every consecutive pair equal", i.e. a run of k - 1 equal pairs ending here. Runs are only
+            # compared with k - 1, so they saturate there (small dtype, in place).
+            for run, now, prev in ((self._run_gt, gt, prev_gt), (self._run_pred, pred, prev_pred)):
+                np.add(run, 1, out=run)
+                np.minimum(run, self._run_cap, out=run)
+                run *= now == prev
         self._prev = (gt, pred)
         t = self.num_frames
         for k in self.windows:
@@ -278,11 +299,15 @@ def evaluate_vspw_video(task: tuple[str, Path, Path, bool, tuple[int, ...]]) -> 
 def evaluate_vspw(
     gt_root: str | Path,
     pred_root: str | Path,
-    raw_gt_labels: bool = False,
+    raw_gt_labels: bool = True,
     windows: Sequence[int] = VC_WINDOWS,
     workers: int | None = None,
 ) -> VspwMetrics:
-    """mIoU + mVC over a VSPW folder (`val.txt`, `data/<video>/mask/*.png`) and a prediction folder."""
+    """mIoU + mVC over a VSPW folder (`val.txt`, `data/<video>/mask/*.png`) and a prediction folder.
+
+    `raw_gt_labels=True` (the default, as `vidseg eval`): GT PNGs as the dataset ships them, remapped on
+    the fly; only that reproduces the official scripts on VSPW as shipped. False: GT already remapped.
+    """
     data, names = vspw_video_list(gt_root)
     pred_root = Path(pred_root)
     if not pred_root.is_dir():

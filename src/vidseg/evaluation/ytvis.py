@@ -20,7 +20,10 @@ match flags, ignore flags, GT counts) and keeps nothing else.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +74,13 @@ class YtvisTrack:
     """One GT object (or one detection) over a video.
 
     Attributes:
-        segmentations: per frame a compressed RLE (bytes counts) or None where absent.
+        segmentations: per frame a compressed RLE `{size, counts}` (str or bytes counts, as pycocotools
+            takes both) or None where absent.
         avg_area: mean of the truthy per-frame areas (0 if none).
         occ_score: OVIS occlusion score (GT only; None without an `occlusion` field).
+        frame_areas: [len(segmentations)] int64 pixel count per frame (0 where absent); None until
+            `measure_tracks` has checked the masks.
+        where: the JSON field of the entry, for error messages (e.g. `[3]`).
     """
 
     id: int
@@ -83,6 +90,8 @@ class YtvisTrack:
     iscrowd: bool = False
     score: float = 0.0
     occ_score: float | None = None
+    frame_areas: np.ndarray | None = None
+    where: str = ""
 
 
 @dataclass
@@ -101,8 +110,11 @@ class YtvisGroundTruth:
         return parse_ytvis_gt(load_json(path), path)
 
 
-def _mean_truthy(values: Iterable[Any]) -> float:
-    # np.array(l).mean() exactly as `_toMask` does it, so the float is bit-identical.
+def _mean_truthy(values: Iterable[Any] | np.ndarray) -> float:
+    # np.array(l).mean() exactly as `_toMask` does it, so the float is bit-identical (for detections the
+    # values are the uint32 areas pycocotools returns, already without zeros).
+    if isinstance(values, np.ndarray):
+        return values.mean() if values.size else 0
     kept = [a for a in values if a]
     return np.array(kept).mean() if kept else 0
 
@@ -167,12 +179,115 @@ def parse_ytvis_gt(data: Any, path: str | Path = "<gt>") -> YtvisGroundTruth:
             for t, s in enumerate(segs)
         ]
         occ = _occlusion_score(a["occlusion"], path, f"{where}.occlusion") if has_occ else None
-        tracks[vid].append(YtvisTrack(ann_id, cat, rles, _mean_truthy(areas), bool(a.get("iscrowd", 0)), occ_score=occ))
+        track = YtvisTrack(
+            ann_id, cat, rles, _mean_truthy(areas), bool(a.get("iscrowd", 0)), occ_score=occ, where=where
+        )
+        tracks[vid].append(track)
+    for vid, video_tracks in tracks.items():
+        measure_tracks(video_tracks, videos[vid], path)
     return YtvisGroundTruth(str(path), videos, cats, names, tracks, has_occ)
 
 
-def _det_rle(seg: Any, video: YtvisVideo, path: str | Path, where: str) -> dict:
-    """A result segmentation must be a compressed RLE of the video's size."""
+# A compressed RLE string (pycocotools `rleToString`): each count is 5-bit groups + 48, groups with the 0x20
+# "more" bit ('P'..'o') followed by a last group without it ('0'..'O'). The first three counts are captured:
+# they are the ones `_rle_complement` re-encodes. pycocotools itself reads any string without complaint.
+_RLE_COUNTS = re.compile(rb"([P-o]*[0-O])([P-o]*[0-O])?([P-o]*[0-O])?(?:[0-o]*[0-O])?")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _decode_count(token: bytes) -> int:
+    """The integer of one count of a compressed RLE string (a sign bit in the last group)."""
+    x = 0
+    for k, ch in enumerate(token):
+        x |= ((ch - 48) & 0x1F) << (5 * k)
+    return x - (1 << (5 * len(token))) if (token[-1] - 48) & 0x10 else x
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encode_count(x: int) -> bytes:
+    """One count of a compressed RLE string, as `rleToString` writes it."""
+    out = bytearray()
+    more = True
+    while more:
+        c = x & 0x1F
+        x >>= 5
+        more = x != -1 if c & 0x10 else x != 0
+        out.append((c | (0x20 if more else 0)) + 48)
+    return bytes(out)
+
+
+def _rle_complement(counts: bytes, match: re.Match[bytes]) -> bytes:
+    """Compressed counts of the complement mask: `[0, c0, c1, c2, ...]` instead of `[c0, c1, c2, ...]`.
+
+    From the fourth count on, `rleToString` stores the difference to the count two before, which a shift
+    by one keeps; the first three are stored as they are. So the shifted string is "0", the first two
+    counts' characters, c2 - c0 re-encoded, and the rest of the string unchanged.
+    """
+    t0, t2 = match.group(1, 3)
+    if t2 is None:
+        return b"0" + counts
+    start, end = match.span(3)
+    return b"0" + counts[:start] + _encode_count(_decode_count(t2) - _decode_count(t0)) + counts[end:]
+
+
+def _areas(rles: list[dict]) -> np.ndarray:
+    """[N] int64 `mask_utils.area`, in calls of at most 255 masks: pycocotools 2.0.x sizes a scratch array
+    with `np.array((n,), dtype=np.uint8)`, which numpy 2 refuses for n > 255."""
+    return np.concatenate([mask_utils.area(rles[i : i + 255]).astype(np.int64) for i in range(0, len(rles), 255)])
+
+
+def measure_tracks(tracks: Sequence[YtvisTrack], video: YtvisVideo, path: str | Path) -> None:
+    """Check the masks of a video's tracks and set each `track.frame_areas` ([T] int64, 0 where absent).
+
+    Every mask must be a compressed RLE of the video's size whose counts add up to exactly H * W pixels:
+    pycocotools reads any string, and counts of the wrong total make its IoU wrong or never end. The
+    total is the area of the mask plus the area of its complement, both counted by pycocotools in one
+    call each for the whole video.
+    """
+    todo = [tr for tr in tracks if tr.frame_areas is None]
+    rles, complements, owner = [], [], []  # owner: (track index, frame) of each mask
+    size = [video.height, video.width]
+    for k, tr in enumerate(todo):
+        for t, seg in enumerate(tr.segmentations):
+            if not seg:
+                continue
+            # the common case inline (this loop sees every mask); `_check_rle_fields` words the errors
+            counts = seg.get("counts") if type(seg) is dict else None
+            if type(counts) is str and counts.isascii():
+                counts = counts.encode("ascii")
+            match = _RLE_COUNTS.fullmatch(counts) if type(counts) is bytes and seg.get("size") == size else None
+            if match is None:
+                where = f"{tr.where}.segmentations[{t}]"
+                _check_rle_fields(seg, video, path, where)
+                raise DataFormatError(
+                    path, "not a compressed RLE string (characters '0'..'o')", field=f"{where}.counts"
+                )
+            rles.append(seg)
+            complements.append({"size": size, "counts": _rle_complement(counts, match)})
+            owner.append((k, t))
+    for tr in todo:
+        tr.frame_areas = np.zeros(len(tr.segmentations), np.int64)
+    if not rles:
+        return
+    fg, bg = _areas(rles), _areas(complements)
+    wrong = np.flatnonzero(fg + bg != video.height * video.width)
+    if wrong.size:
+        i = int(wrong[0])
+        k, t = owner[i]
+        for tr in todo:
+            tr.frame_areas = None
+        raise DataFormatError(
+            path,
+            f"RLE counts cover {int(fg[i] + bg[i])} pixels, the {video.height}x{video.width} mask has "
+            f"{video.height * video.width}",
+            field=f"{todo[k].where}.segmentations[{t}].counts",
+        )
+    for (k, t), a in zip(owner, fg.tolist()):
+        todo[k].frame_areas[t] = a
+
+
+def _check_rle_fields(seg: Any, video: YtvisVideo, path: str | Path, where: str) -> None:
+    """A result segmentation must be a compressed RLE `{size, counts}` of the video's size."""
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise DataFormatError(path, "expected a compressed RLE {size, counts}", field=where)
     counts = seg["counts"]
@@ -180,53 +295,78 @@ def _det_rle(seg: Any, video: YtvisVideo, path: str | Path, where: str) -> dict:
         # The official loadRes fails in maskUtils.area on uncompressed RLE.
         raise DataFormatError(path, "uncompressed RLE (counts is a list); results need compressed RLE", field=where)
     if not isinstance(counts, (str, bytes)):
-        raise DataFormatError(path, f"counts must be a string, got {type(counts).__name__}", field=where)
-    if [int(x) for x in seg["size"]] != [video.height, video.width]:
+        raise DataFormatError(path, f"counts must be a string, got {type(counts).__name__}", field=f"{where}.counts")
+    if isinstance(counts, str) and not counts.isascii():
+        raise DataFormatError(path, "not a compressed RLE string (characters '0'..'o')", field=f"{where}.counts")
+    size = seg["size"]
+    if not isinstance(size, (list, tuple)) or list(size) != [video.height, video.width]:
         # Deviation: the official code silently drops such a frame from the IoU (merge of different
         # sizes is empty); a mask of the wrong size is always a bug, so say so.
         raise DataFormatError(
-            path,
-            f"mask size {list(seg['size'])} differs from video {video.id} size [{video.height}, {video.width}]",
-            field=where,
+            path, f"mask size {size} differs from video {video.id} size [{video.height}, {video.width}]", field=where
         )
-    return {
-        "size": [video.height, video.width],
-        "counts": counts.encode() if isinstance(counts, str) else counts,
-    }
+
+
+def _score(value: Any, path: str | Path, where: str) -> float:
+    """A detection score must be a finite JSON number (the official code sorts NaN and strings silently)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataFormatError(path, f"score must be a finite number, got {value!r}", field=f"{where}.score")
+    return float(value)
 
 
 def parse_detections(
-    entries: Sequence[Any], gt: YtvisGroundTruth, path: str | Path = "<results>", first_id: int = 1
+    entries: Sequence[Any],
+    gt: YtvisGroundTruth,
+    path: str | Path = "<results>",
+    first_id: int = 1,
+    check_masks: bool = True,
 ) -> dict[int, list[YtvisTrack]]:
     """Official result entries -> detections grouped by video, in file order, ids `first_id`, ... (loadRes).
 
     Detections of categories that are not in the GT are dropped silently, as the official code does.
+    `check_masks=False` leaves the masks to `measure_detections` (run later, in the worker of each video).
+    A `segmentations` list shorter than its video is evaluated as the official code does (its `zip`
+    stops at the shorter list), with one warning for the file.
     """
     by_video: dict[int, list[YtvisTrack]] = {}
+    short: list[str] = []
     for i, e in enumerate(entries):
         where = f"[{i}]"
         try:
-            vid, cat, score, segs = (
-                int(e["video_id"]),
-                int(e["category_id"]),
-                float(e["score"]),
-                e["segmentations"],
-            )
+            vid, cat, score, segs = int(e["video_id"]), int(e["category_id"]), e["score"], e["segmentations"]
         except (KeyError, TypeError, ValueError) as err:
             raise DataFormatError(
                 path, f"result entry needs video_id, category_id, score, segmentations ({err})", field=where
             ) from err
+        score = _score(score, path, where)
         video = gt.videos.get(vid)
         if video is None:
             raise DataFormatError(path, f"video_id {vid} is not in the ground truth", field=f"{where}.video_id")
         if not isinstance(segs, list):
             raise DataFormatError(path, "segmentations must be a list", field=f"{where}.segmentations")
-        rles = [_det_rle(s, video, path, f"{where}.segmentations[{t}]") if s else None for t, s in enumerate(segs)]
-        if cat not in gt.category_names:
-            continue
-        areas = [mask_utils.area(r) if r is not None else None for r in rles]
-        by_video.setdefault(vid, []).append(YtvisTrack(first_id + i, cat, rles, _mean_truthy(areas), score=score))
+        if len(segs) < video.length:
+            short.append(f"{where} ({len(segs)} of {video.length} frames of video {vid})")
+        track = YtvisTrack(first_id + i, cat, segs, 0.0, score=score, where=where)
+        if check_masks:
+            measure_detections([track], video, path)
+        if cat in gt.category_names:
+            by_video.setdefault(vid, []).append(track)
+    if short:
+        more = f" and {len(short) - 1} more" if len(short) > 1 else ""
+        warnings.warn(
+            f"{path}: segmentations shorter than the video in {short[0]}{more}; the missing frames are not "
+            "counted (as in the official code)",
+            stacklevel=2,
+        )
     return by_video
+
+
+def measure_detections(dets: Sequence[YtvisTrack], video: YtvisVideo, path: str | Path) -> None:
+    """`measure_tracks`, then each `avg_area` as loadRes computes it: the mean of the non-zero uint32 areas."""
+    todo = [d for d in dets if d.frame_areas is None]
+    measure_tracks(todo, video, path)
+    for d in todo:
+        d.avg_area = _mean_truthy(d.frame_areas[d.frame_areas > 0].astype(np.uint32))
 
 
 # --- per-video evaluation ---------------------------------------------------------------------------------
@@ -235,8 +375,9 @@ def parse_detections(
 def video_iou(dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack]) -> np.ndarray:
     """[D, G] video IoU: sum_t I_t / sum_t U_t over the zipped frames of each pair (0 where U = 0).
 
-    Intersections come from pycocotools' crowd IoU (I / area(d)) times area(d), which is exact for
-    integer pixel counts; unions are area(d) + area(g) - I over the frames both lists have.
+    Tracks must be measured (`frame_areas`). Intersections come from pycocotools' crowd IoU
+    (I / area(d)) times area(d), which is exact for integer pixel counts, one call per frame for the
+    tracks present there; unions are area(d) + area(g) - I over the frames both lists have.
     """
     D, G = len(dets), len(gts)
     if D == 0 or G == 0:
@@ -244,25 +385,25 @@ def video_iou(dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack]) -> np.ndarr
     len_d = np.array([len(d.segmentations) for d in dets])
     len_g = np.array([len(g.segmentations) for g in gts])
     n = int(min(len_d.max(), len_g.max()))
-    cum_d = np.zeros((D, n + 1), np.int64)  # prefix sums of per-frame areas
-    cum_g = np.zeros((G, n + 1), np.int64)
+    area_d = np.zeros((D, n), np.int64)  # per-frame areas, 0 past the end of a track
+    area_g = np.zeros((G, n), np.int64)
+    for k, d in enumerate(dets):
+        area_d[k, : min(n, len_d[k])] = d.frame_areas[:n]
+    for k, g in enumerate(gts):
+        area_g[k, : min(n, len_g[k])] = g.frame_areas[:n]
     inter = np.zeros((D, G), np.int64)
-    for t in range(n):
-        di = [k for k in range(D) if t < len_d[k] and dets[k].segmentations[t] is not None]
-        gi = [k for k in range(G) if t < len_g[k] and gts[k].segmentations[t] is not None]
-        a_d = mask_utils.area([dets[k].segmentations[t] for k in di]) if di else np.zeros(0)
-        a_g = mask_utils.area([gts[k].segmentations[t] for k in gi]) if gi else np.zeros(0)
-        cum_d[:, t + 1] = cum_d[:, t]
-        cum_g[:, t + 1] = cum_g[:, t]
-        cum_d[di, t + 1] += a_d.astype(np.int64)
-        cum_g[gi, t + 1] += a_g.astype(np.int64)
-        if di and gi:
-            crowd_iou = mask_utils.iou(
-                [dets[k].segmentations[t] for k in di], [gts[k].segmentations[t] for k in gi], [1] * len(gi)
-            )
-            inter[np.ix_(di, gi)] += np.rint(crowd_iou * a_d[:, None].astype(np.float64)).astype(np.int64)
-    both = np.minimum(len_d[:, None], len_g[None, :])  # zip() truncates to the shorter list
-    both = np.minimum(both, n)
+    # only frames where some detection and some GT are both present can intersect
+    for t in np.flatnonzero((area_d > 0).any(axis=0) & (area_g > 0).any(axis=0)).tolist():
+        di = np.flatnonzero(area_d[:, t])
+        gi = np.flatnonzero(area_g[:, t])
+        crowd_iou = mask_utils.iou(
+            [dets[k].segmentations[t] for k in di], [gts[k].segmentations[t] for k in gi], [1] * len(gi)
+        )
+        inter[np.ix_(di, gi)] += np.rint(crowd_iou * area_d[di, t, None]).astype(np.int64)
+    # zip() truncates each pair to the shorter list: prefix sums of the areas, read at that length
+    both = np.minimum(np.minimum(len_d[:, None], len_g[None, :]), n)
+    cum_d = np.concatenate([np.zeros((D, 1), np.int64), np.cumsum(area_d, axis=1)], axis=1)
+    cum_g = np.concatenate([np.zeros((G, 1), np.int64), np.cumsum(area_g, axis=1)], axis=1)
     union = np.take_along_axis(cum_d, both, axis=1) + cum_g[np.arange(G)[None, :], both] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
@@ -377,7 +518,8 @@ def evaluate_video(
 
 
 def _evaluate_video_task(task: tuple) -> tuple[int, dict[int, CategoryEval]]:
-    vid, dets, gts, settings = task
+    vid, video, path, dets, gts, settings = task
+    measure_detections(dets, video, path)
     return vid, evaluate_video(dets, gts, settings)
 
 
@@ -470,6 +612,7 @@ class YtvisEvaluator:
             raise DataFormatError(None, f"video_id {video_id} is not in the ground truth {self.gt.path}")
         if video_id in self._per_video:
             raise DataFormatError(None, f"video {video_id} was added twice")
+        measure_detections(dets, self.gt.videos[video_id], f"<video {video_id}>")
         self._per_video[video_id] = evaluate_video(dets, self.gt.tracks[video_id], self.settings)
 
     def add_evaluated(self, video_id: int, cells: dict[int, CategoryEval]) -> None:
@@ -609,12 +752,12 @@ def evaluate_ytvis(
         raise DataFormatError(path, "expected a JSON list of result entries")
     if not entries:
         raise DataFormatError(path, "no result entries (the official code fails on an empty list)")
-    dets = parse_detections(entries, gt, path)
+    dets = parse_detections(entries, gt, path, check_masks=False)  # masks are checked in the workers
     ev = YtvisEvaluator(gt, ovis)
     ev.num_dropped = len(entries) - sum(len(v) for v in dets.values())
     del entries
     workers = default_workers() if workers is None else workers
-    tasks = ((vid, dets.get(vid, []), gt.tracks[vid], ev.settings) for vid in sorted(gt.videos))
+    tasks = ((vid, gt.videos[vid], path, dets.get(vid, []), gt.tracks[vid], ev.settings) for vid in sorted(gt.videos))
     for vid, cells in ordered_map(_evaluate_video_task, tasks, workers):
         ev.add_evaluated(vid, cells)
     return ev.summarize()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vidseg.config import InferenceConfig
+from vidseg.inference.panoptic import merge_panoptic
 from vidseg.models.outputs import LayerPrediction, SegmenterOutput
 from vidseg.structures import FrameResult, PanopticSegment, encode_rle
 
@@ -196,8 +197,6 @@ def panoptic_inference(
         mask_logits: [Q, H, W] at the output size.
         thing_classes: thing classes (others are stuff and merge per class); None = all things.
     """
-    h, w = mask_logits.shape[-2:]
-    device = mask_logits.device
     if classification == "softmax":
         num_classes = class_logits.shape[-1] - 1
         scores, labels = class_logits.float().softmax(-1).max(-1)
@@ -206,42 +205,15 @@ def panoptic_inference(
         num_classes = class_logits.shape[-1]
         scores, labels = class_logits.float().sigmoid().max(-1)
         keep = scores > object_mask_threshold
-    is_thing = thing_mask(thing_classes, num_classes, "cpu")
+    is_thing = thing_mask(thing_classes, num_classes, "cpu").tolist()
     kept = torch.nonzero(keep).flatten()
-    panoptic = torch.zeros(h, w, dtype=torch.int32, device=device)
-    segments: list[PanopticSegment] = []
-    seg_scores: list[float] = []
-    seg_queries: list[int] = []
-    if kept.numel() > 0:
-        probs = mask_logits[kept].float().sigmoid()  # [S, H, W]
-        owner = (scores[kept].view(-1, 1, 1) * probs).argmax(0)  # [H, W]
-        stuff_ids: dict[int, int] = {}
-        for i, query in enumerate(kept.tolist()):
-            label = int(labels[query])
-            won = owner == i
-            own = probs[i] >= 0.5
-            segment = won & own
-            won_area, own_area = int(won.sum()), int(own.sum())
-            if won_area == 0 or own_area == 0 or not bool(segment.any()):
-                continue
-            if won_area / own_area < overlap_threshold:
-                continue
-            thing = bool(is_thing[label])
-            if not thing and label in stuff_ids:
-                panoptic[segment] = stuff_ids[label]
-                continue
-            seg_id = len(segments) + 1
-            if not thing:
-                stuff_ids[label] = seg_id
-            panoptic[segment] = seg_id
-            segments.append(PanopticSegment(id=seg_id, category_id=label, is_thing=thing))
-            seg_scores.append(float(scores[query]))
-            seg_queries.append(query)
+    probs = mask_logits[kept].float().sigmoid()  # [N, H, W]
+    merge = merge_panoptic(scores[kept], labels[kept], lambda t: probs, 1, is_thing, overlap_threshold)
     return PanopticPrediction(
-        panoptic,
-        segments,
-        torch.tensor(seg_scores, dtype=torch.float32),
-        torch.tensor(seg_queries, dtype=torch.long),
+        merge.draw(probs),
+        merge.segments,
+        merge.scores[merge.segment_candidate] if merge.segments else torch.zeros(0),
+        kept.cpu()[merge.segment_candidate] if merge.segments else torch.zeros(0, dtype=torch.long),
     )
 
 

@@ -1,34 +1,45 @@
-"""Per-task video post-processing: model outputs in slot order -> `FrameResult`s.
+"""Per-task video post-processing: model outputs in slot order -> `FrameResult`s, as DVIS++ computes them.
 
-* VIS: class probabilities (softmax of time-averaged logits) without no-object, top-k over all Q x K
-  (query, class) pairs (one query can give several labels), masks = logit > 0 in every frame, no score
-  threshold. A result's track id is q * K + k + 1, so a (query, class) pair keeps its id in every frame.
-* VPS: the Mask2Former panoptic merge over the video volume: keep queries that are not no-object with score
-  > `object_mask_threshold`; each pixel goes to the argmax of score x sigmoid(mask); a query is dropped when
-  the volume it wins (inside its own mask >= 0.5) is less than `overlap_threshold` of its mask volume; stuff
-  segments merge per class. Ids are stable over time: thing id = slot + 1, stuff id = Q + 1 + class.
-* VSS: per pixel argmax over classes of sum_q softmax(class)[:K] x sigmoid(mask).
+Geometry (`meta_architecture.py:818-979`): stride-4 mask logits are resized bilinearly to the padded input
+size and cropped to the valid region; VIS then resizes the *logits* to the frame and thresholds them at 0,
+while VPS and VSS take the sigmoid after the crop and resize the *probabilities*.
 
-Offline mode runs one of these over a refined clip (`ClipOutput`); online mode over a single frame, with
-the class logits of every slot averaged over all frames seen so far (`OnlineClassState`).
-Masks are upsampled to the input size, cropped to the valid (unpadded) region, then resized to the frame.
+* VIS: top-k (`MAX_NUM`) over all Q x K (query, class) pairs of the video-level probabilities (no-object
+  dropped; a query may give several labels), score = probability, masks = logit > 0 in every frame. A
+  result's track id is q * K + k + 1, so a (query, class) pair keeps its id in every frame.
+* VPS: the panoptic merge over the whole (T, H, W) volume (`vidseg.inference.panoptic`); segment ids 1..S in
+  query order, as the official code numbers them (or, for streamed per-frame results, ids that stay the same
+  from frame to frame: thing = slot + 1, stuff = Q + 1 + class).
+* VSS: per pixel argmax over classes of sum_q p_q(k) prob_q.
+
+The mask logits of a video are read frame by frame from a `FrameStack` (a [T, Q, h, w] tensor, or a
+`SpillFile` on disk), so results for a whole video need the memory of one frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vidseg.inference.panoptic import merge_panoptic
 from vidseg.models.video import ClipOutput, VideoFrameOutput
-from vidseg.structures import FrameResult, PanopticSegment, encode_rle
+from vidseg.structures import FrameResult, encode_rle
 
 Task = Literal["vis", "vps", "vss"]
+
+
+class FrameStack(Protocol):
+    """T frames of per-slot mask logits: `stack[t]` is [Q, h, w] (a [T, Q, h, w] tensor or a SpillFile)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -46,77 +57,93 @@ class FrameGeometry:
     output_size: tuple[int, int]
 
 
+def _cropped(mask_logits: Tensor, geometry: FrameGeometry) -> Tensor:
+    x = F.interpolate(mask_logits.float()[None], size=geometry.input_size, mode="bilinear", align_corners=False)
+    return x[..., : geometry.valid_size[0], : geometry.valid_size[1]]
+
+
 def upsample_masks(mask_logits: Tensor, geometry: FrameGeometry | None) -> Tensor:
-    """[N, h, w] mask logits -> [N, H0, W0] float32: bilinear to the input size, crop the padding, bilinear
-    to the frame size. Without a geometry the logits are returned as float32."""
-    x = mask_logits.float()
-    if geometry is None or x.shape[0] == 0:
-        if geometry is not None:
-            return x.new_zeros(0, *geometry.output_size)
-        return x
-    x = F.interpolate(x[None], size=geometry.input_size, mode="bilinear", align_corners=False)
-    x = x[..., : geometry.valid_size[0], : geometry.valid_size[1]]
+    """[N, h, w] mask logits -> [N, H0, W0] float32 logits: bilinear to the input size, crop the padding,
+    bilinear to the frame size (VIS). Without a geometry the logits are returned as float32."""
+    if geometry is None:
+        return mask_logits.float()
+    if mask_logits.shape[0] == 0:
+        return mask_logits.new_zeros(0, *geometry.output_size, dtype=torch.float32)
+    x = _cropped(mask_logits, geometry)
+    return F.interpolate(x, size=geometry.output_size, mode="bilinear", align_corners=False)[0]
+
+
+def upsample_probs(mask_logits: Tensor, geometry: FrameGeometry | None) -> Tensor:
+    """[N, h, w] mask logits -> [N, H0, W0] probabilities, the sigmoid taken after the crop and before the
+    resize to the frame (VPS, VSS)."""
+    if geometry is None:
+        return mask_logits.float().sigmoid()
+    if mask_logits.shape[0] == 0:
+        return mask_logits.new_zeros(0, *geometry.output_size, dtype=torch.float32)
+    x = _cropped(mask_logits, geometry).sigmoid()
     return F.interpolate(x, size=geometry.output_size, mode="bilinear", align_corners=False)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The three tasks over a clip (T frames) given video-level class probabilities
+# The three tasks over T frames given video-level class probabilities
 
 
 def vis_frames(
     class_probs: Tensor,
-    mask_logits: Tensor,
+    mask_logits: FrameStack,
     frame_indices: Sequence[int],
     topk: int = 10,
     geometry: FrameGeometry | None = None,
-) -> list[FrameResult]:
-    """Video instance segmentation of one clip.
+) -> Iterator[FrameResult]:
+    """Video instance segmentation: T frame results with the same `topk` tracks in each.
 
     Args:
         class_probs: [Q, K+1] video-level class probabilities per slot (last = no-object).
-        mask_logits: [T, Q, h, w] per-frame mask logits, slot order.
+        mask_logits: T frames of [Q, h, w] mask logits, slot order.
         frame_indices: T frame indices.
-        topk: number of (query, class) results.
-
-    Returns:
-        T frame results with the same `topk` tracks in each (masks may be empty in some frames).
+        topk: number of (query, class) results (the official MAX_NUM).
     """
-    q, k1 = class_probs.shape
-    k = k1 - 1
+    k = class_probs.shape[1] - 1
     scores = class_probs[:, :k].float().reshape(-1)
     top_scores, flat = scores.topk(min(topk, scores.numel()))
     queries = torch.div(flat, k, rounding_mode="floor")
     labels = flat % k
-    track_ids = (queries * k + labels + 1).cpu().numpy()
-    results = []
+    track_ids = (queries * k + labels + 1).cpu().tolist()
     for t, frame_index in enumerate(frame_indices):
-        masks = upsample_masks(mask_logits[t, queries.to(mask_logits.device)], geometry) > 0
-        results.append(
-            _frame_from_masks(frame_index, masks, track_ids, labels, top_scores, geometry, mask_logits)
+        logits = mask_logits[t]
+        masks = upsample_masks(logits[queries.to(logits.device)], geometry) > 0
+        if masks.shape[0] == 0:
+            h, w = geometry.output_size if geometry is not None else tuple(logits.shape[-2:])
+            yield FrameResult(frame_index=frame_index, height=h, width=w)
+            continue
+        yield FrameResult.from_masks(
+            frame_index, masks.cpu().numpy(), track_ids, labels.cpu().tolist(), top_scores.cpu().tolist()
         )
-    return results
 
 
 def vps_frames(
     class_probs: Tensor,
-    mask_logits: Tensor,
+    mask_logits: FrameStack,
     frame_indices: Sequence[int],
     is_thing: Sequence[bool],
     object_mask_threshold: float = 0.8,
     overlap_threshold: float = 0.8,
     geometry: FrameGeometry | None = None,
-) -> list[FrameResult]:
-    """Video panoptic segmentation of one clip: the panoptic merge over the whole (T, H, W) volume.
+    stable_ids: bool = False,
+) -> Iterator[FrameResult]:
+    """Video panoptic segmentation: the panoptic merge over the whole (T, H, W) volume.
 
     Args:
         class_probs: [Q, K+1] video-level class probabilities per slot.
-        mask_logits: [T, Q, h, w] per-frame mask logits, slot order.
+        mask_logits: T frames of [Q, h, w] mask logits, slot order.
         frame_indices: T frame indices.
         is_thing: K flags, True for thing classes.
+        stable_ids: number segments by slot/class (thing = slot + 1, stuff = Q + 1 + class) instead of the
+            official 1..S, so that separately merged frames keep their ids.
 
     Returns:
-        T frame results with `panoptic` (0 = void), `semantic` (-1 = void), `segments` present in the frame,
-        and one mask/track id/class/score per segment present (things and stuff).
+        T frame results with `panoptic` (0 = void), `semantic` (-1 = void), the `segments` present in the
+        frame, and one mask/track id/class/score per segment present (things and stuff).
     """
     q, k1 = class_probs.shape
     k = k1 - 1
@@ -124,121 +151,69 @@ def vps_frames(
         raise ValueError(f"is_thing has {len(is_thing)} entries for {k} classes")
     scores, labels = class_probs.float().max(-1)
     keep = torch.nonzero((labels != k) & (scores > object_mask_threshold)).flatten()
-    keep_scores = scores[keep]
 
-    # Pass 1 over the frames: who wins each pixel, and per kept query the volume it wins vs. its mask volume.
-    winners: list[Tensor] = []
-    inside: list[Tensor] = []
-    won = torch.zeros(len(keep), dtype=torch.long)
-    area = torch.zeros(len(keep), dtype=torch.long)
-    for t in range(len(frame_indices)):
-        probs = upsample_masks(mask_logits[t, keep.to(mask_logits.device)], geometry).sigmoid().cpu()
-        binary = probs >= 0.5
-        if len(keep):
-            winner = (keep_scores.cpu()[:, None, None] * probs).argmax(0)
-            mine = (winner[None] == torch.arange(len(keep))[:, None, None]) & binary
-            won += mine.flatten(1).sum(1)
-            area += binary.flatten(1).sum(1)
-        else:
-            winner = torch.zeros(probs.shape[1:], dtype=torch.long)
-        winners.append(winner)
-        inside.append(binary)
+    def frame_probs(t: int) -> Tensor:
+        logits = mask_logits[t]
+        return upsample_probs(logits[keep.to(logits.device)], geometry)
 
-    # Which kept queries survive the overlap test, and the id each gets (stable over time).
-    segment_ids = torch.zeros(len(keep), dtype=torch.long)
-    for i in range(len(keep)):
-        if won[i] == 0 or area[i] == 0 or won[i] < overlap_threshold * area[i]:
-            continue
-        label = int(labels[keep[i]])
-        segment_ids[i] = int(keep[i]) + 1 if is_thing[label] else q + 1 + label
-
-    results = []
+    merge = merge_panoptic(scores[keep], labels[keep], frame_probs, len(frame_indices), is_thing,
+                           overlap_threshold)
+    renumber = {s.id: s.id for s in merge.segments}
+    if stable_ids:
+        renumber = {s.id: int(keep[i]) + 1 if s.is_thing else q + 1 + s.category_id
+                    for s, i in zip(merge.segments, merge.segment_candidate)}
+    info = {renumber[s.id]: (s, float(scores[keep[i]])) for s, i in zip(merge.segments, merge.segment_candidate)}
+    lookup = np.zeros(len(merge.segments) + 1, np.int64)
+    for old, new in renumber.items():
+        lookup[old] = new
     for t, frame_index in enumerate(frame_indices):
-        winner, binary = winners[t], inside[t]
-        h, w = winner.shape
-        panoptic = torch.zeros(h, w, dtype=torch.int32)
-        semantic = torch.full((h, w), -1, dtype=torch.int32)
-        seg_score: dict[int, float] = {}
-        seg_class: dict[int, int] = {}
-        for i in range(len(keep)):
-            sid = int(segment_ids[i])
-            if sid == 0:
-                continue
-            pixels = (winner == i) & binary[i]
-            if not pixels.any():
-                continue
-            label = int(labels[keep[i]])
-            panoptic[pixels] = sid
-            semantic[pixels] = label
-            # A merged stuff segment scores as its most confident member.
-            seg_score[sid] = max(seg_score.get(sid, 0.0), float(keep_scores[i]))
-            seg_class[sid] = label
-        ids = sorted(seg_score)
-        pan = panoptic.numpy()
-        results.append(
-            FrameResult(
-                frame_index=frame_index,
-                height=h,
-                width=w,
-                masks=[encode_rle(pan == sid) for sid in ids],
-                track_ids=np.asarray(ids, np.int64),
-                class_ids=np.asarray([seg_class[s] for s in ids], np.int64),
-                scores=np.asarray([seg_score[s] for s in ids], np.float32),
-                semantic=semantic.numpy(),
-                panoptic=pan,
-                segments=[PanopticSegment(s, seg_class[s], bool(is_thing[seg_class[s]])) for s in ids],
-            )
+        panoptic = lookup[merge.draw(frame_probs(t)).cpu().numpy()].astype(np.int32)
+        h, w = panoptic.shape
+        ids = [sid for sid in np.unique(panoptic).tolist() if sid != 0]
+        semantic = np.full((h, w), -1, np.int32)
+        for sid in ids:
+            semantic[panoptic == sid] = info[sid][0].category_id
+        yield FrameResult(
+            frame_index=frame_index,
+            height=h,
+            width=w,
+            masks=[encode_rle(panoptic == sid) for sid in ids],
+            track_ids=np.asarray(ids, np.int64),
+            class_ids=np.asarray([info[s][0].category_id for s in ids], np.int64),
+            scores=np.asarray([info[s][1] for s in ids], np.float32),
+            semantic=semantic,
+            panoptic=panoptic,
+            segments=[replace(info[s][0], id=s) for s in ids],
         )
-    return results
 
 
 def vss_frames(
     class_probs: Tensor,
-    mask_logits: Tensor,
+    mask_logits: FrameStack,
     frame_indices: Sequence[int],
     geometry: FrameGeometry | None = None,
     query_chunk: int = 32,
-) -> list[FrameResult]:
-    """Video semantic segmentation of one clip: argmax_k sum_q p_q(k) sigmoid(m_q) per pixel and frame.
+) -> Iterator[FrameResult]:
+    """Video semantic segmentation: argmax_k sum_q p_q(k) prob_q per pixel and frame.
 
     Args:
         class_probs: [Q, K+1] class probabilities per slot (no-object column ignored).
-        mask_logits: [T, Q, h, w].
+        mask_logits: T frames of [Q, h, w].
         query_chunk: queries upsampled at a time (bounds memory at full resolution).
     """
     q, k1 = class_probs.shape
     probs = class_probs[:, : k1 - 1].float()
-    results = []
     for t, frame_index in enumerate(frame_indices):
+        logits = mask_logits[t]
         score = None
         for start in range(0, q, query_chunk):
-            m = upsample_masks(mask_logits[t, start : start + query_chunk], geometry).sigmoid()
+            m = upsample_probs(logits[start : start + query_chunk], geometry)
             part = torch.einsum("qk,qhw->khw", probs[start : start + query_chunk].to(m.device), m)
             score = part if score is None else score + part
+        assert score is not None
         semantic = score.argmax(0).to(torch.int32).cpu().numpy()
-        results.append(
-            FrameResult(
-                frame_index=frame_index, height=semantic.shape[0], width=semantic.shape[1], semantic=semantic
-            )
-        )
-    return results
-
-
-def _frame_from_masks(
-    frame_index: int,
-    masks: Tensor,
-    track_ids: np.ndarray,
-    labels: Tensor,
-    scores: Tensor,
-    geometry: FrameGeometry | None,
-    mask_logits: Tensor,
-) -> FrameResult:
-    if masks.shape[0] == 0:
-        h, w = geometry.output_size if geometry is not None else tuple(mask_logits.shape[-2:])
-        return FrameResult(frame_index=frame_index, height=h, width=w)
-    return FrameResult.from_masks(
-        frame_index, masks.cpu().numpy(), track_ids.tolist(), labels.cpu().tolist(), scores.cpu().tolist()
-    )
+        yield FrameResult(frame_index=frame_index, height=semantic.shape[0], width=semantic.shape[1],
+                          semantic=semantic)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,7 +239,7 @@ class VideoPostprocessor:
     Args:
         task: "vis", "vps" or "vss".
         is_thing: K thing flags (required for "vps").
-        topk: VIS results per video (YouTube-VIS: 10, OVIS: 20).
+        topk: VIS results per video (the official MAX_NUM: YouTube-VIS 10, OVIS / VIPSeg 20).
         object_mask_threshold, overlap_threshold: VPS merge thresholds (0.8, 0.8).
         classification: the model's class head: "softmax" (K+1 logits, last = no-object) or "sigmoid"
             (K focal logits, Local2Global): class probabilities are then the sigmoid of the time-averaged
@@ -296,23 +271,21 @@ class VideoPostprocessor:
     def clip(
         self,
         class_probs: Tensor,
-        mask_logits: Tensor,
+        mask_logits: FrameStack,
         frame_indices: Sequence[int],
         geometry: FrameGeometry | None = None,
-    ) -> list[FrameResult]:
-        """class_probs [Q, K+1] video-level; mask_logits [T, Q, h, w] -> T frame results."""
+        stable_ids: bool = False,
+    ) -> Iterator[FrameResult]:
+        """class_probs [Q, K+1] video-level; T frames of mask logits [Q, h, w] -> T frame results, lazily.
+
+        `stable_ids` (VPS): segment ids by slot/class rather than the official 1..S (see `vps_frames`).
+        """
         if self.task == "vis":
             return vis_frames(class_probs, mask_logits, frame_indices, self.topk, geometry)
         if self.task == "vps":
-            return vps_frames(
-                class_probs,
-                mask_logits,
-                frame_indices,
-                self.is_thing,
-                self.object_mask_threshold,
-                self.overlap_threshold,
-                geometry,
-            )
+            assert self.is_thing is not None
+            return vps_frames(class_probs, mask_logits, frame_indices, self.is_thing, self.object_mask_threshold,
+                              self.overlap_threshold, geometry, stable_ids)
         return vss_frames(class_probs, mask_logits, frame_indices, geometry)
 
     def offline(
@@ -322,7 +295,7 @@ class VideoPostprocessor:
         if clip.mask_logits is None:
             raise ValueError("offline post-processing needs ClipOutput.mask_logits")
         probs = clip.class_probs()[batch_index]
-        return self.clip(probs, clip.mask_logits[batch_index], clip.frame_indices, geometry)
+        return list(self.clip(probs, clip.mask_logits[batch_index], clip.frame_indices, geometry))
 
     def init_state(self) -> OnlineClassState:
         return OnlineClassState()
@@ -330,8 +303,8 @@ class VideoPostprocessor:
     def class_probs(self, logits: Tensor) -> Tensor:
         """[Q, K+1] class probabilities from time-averaged logits [Q, K+1] (softmax) or [Q, K] (sigmoid)."""
         if self.classification == "softmax":
-            return logits.softmax(-1)
-        probs = logits.sigmoid()
+            return logits.float().softmax(-1)
+        probs = logits.float().sigmoid()
         return torch.cat([probs, probs.new_zeros(probs.shape[0], 1)], dim=-1)
 
     def online(
@@ -341,12 +314,12 @@ class VideoPostprocessor:
         geometry: FrameGeometry | None = None,
         batch_index: int = 0,
     ) -> tuple[FrameResult, OnlineClassState]:
-        """Result of one frame; classes = softmax of each slot's logits averaged up to this frame."""
+        """Provisional result of one streamed frame: classes = softmax of each slot's logits averaged up to
+        this frame (the official result averages over the whole video: see `VideoPredictor.finish`)."""
         logits = frame.class_logits[batch_index].detach().float().cpu()
         total = logits if state.logit_sum is None else state.logit_sum + logits
         state = replace(state, logit_sum=total, count=state.count + 1)
         probs = self.class_probs(total / state.count)
-        result = self.clip(
-            probs, frame.mask_logits[batch_index][None].detach(), [frame.frame_index], geometry
-        )
-        return result[0], state
+        frames = frame.mask_logits[batch_index][None].detach()
+        result = next(iter(self.clip(probs, frames, [frame.frame_index], geometry, stable_ids=True)))
+        return result, state

@@ -47,8 +47,10 @@ from torch import Tensor
 
 from vidseg.config import DataConfig, ExperimentConfig
 from vidseg.data.annotations import Category
-from vidseg.errors import ConfigError, DataFormatError
+from vidseg.devices import resolve_device
+from vidseg.errors import CheckpointError, ConfigError, DataFormatError
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
+from vidseg.inference.video_record import VideoRecord
 from vidseg.io.video import VideoInfo, VideoSource, open_video
 from vidseg.models.model import ModelStep, VideoSegmentationModel, load_model
 from vidseg.models.oma import ObjectMaskedAttention
@@ -66,6 +68,10 @@ _VIDEO_TASK: dict[str, Task] = {
     "vis": "vis", "vps": "vps", "vss": "vss", "instance": "vis", "panoptic": "vps", "semantic": "vss",
 }
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# Names `VideoPredictor.from_pretrained` knows besides checkpoint paths.
+PRETRAINED = ("demo",)
 
 
 def default_weights() -> Path | None:
@@ -108,13 +114,24 @@ class ClassInfo:
 
 
 def class_info_from_config(config: ExperimentConfig) -> ClassInfo:
-    """The classes of the dataset named in `config.data` when its files are here and have K classes,
-    else `ClassInfo.generic(K)` (a checkpoint moved to another machine has no dataset beside it)."""
+    """The model's classes: the packaged vocabulary `config.data.vocabulary` when set, else the dataset
+    named in `config.data` when its files are here and have K classes, else `ClassInfo.generic(K)` (a
+    checkpoint moved to another machine has no dataset beside it). With `inference.thing_rule: first`,
+    class k is a thing when k < the number of thing classes (DVIS++'s VPS rule)."""
     k = config.model.num_classes
-    categories = _dataset_categories(config.data)
-    if categories is None or len(categories) != k:
-        return ClassInfo.generic(k)
-    return ClassInfo.from_categories(categories)
+    if config.data.vocabulary:
+        from vidseg.data.catalog import vocabulary
+
+        vocab = vocabulary(config.data.vocabulary)
+        info = ClassInfo(vocab.names, vocab.is_thing, vocab.category_ids)
+    else:
+        categories = _dataset_categories(config.data)
+        ok = categories is not None and len(categories) == k
+        info = ClassInfo.from_categories(categories) if ok else ClassInfo.generic(k)  # type: ignore[arg-type]
+    if config.inference.thing_rule == "first":
+        things = sum(info.is_thing)
+        info = replace(info, is_thing=tuple(c < things for c in range(len(info.names))))
+    return info
 
 
 def _dataset_categories(data: DataConfig) -> list[Category] | None:
@@ -198,6 +215,12 @@ class VideoPredictor:
         device: "cpu", "cuda", "cuda:N"; default CUDA when available.
         amp: "bf16"/"fp16" runs the model under CUDA autocast; on the CPU the model always runs in fp32.
         classes: class names / thing flags / dataset ids; default from the dataset named in the config.
+        score_threshold: objects scoring below it are dropped from every `FrameResult` (their masks, ids
+            and scores; semantic/panoptic maps are kept). Default 0 keeps all (what the benchmarks score).
+
+    One predictor segments one video at a time: `run`/`stream` start a new video themselves, while `step`
+    and `push` continue the current one. After `run`, call `reset()` before stepping through another
+    video (`step` then raises `RuntimeError` rather than carry the finished video's tracks into it).
     """
 
     def __init__(
@@ -212,6 +235,7 @@ class VideoPredictor:
         device: torch.device | str | None = None,
         amp: str = "none",
         classes: ClassInfo | None = None,
+        score_threshold: float = 0.0,
     ):
         task_name = task or config.inference.task
         if task_name not in _VIDEO_TASK:
@@ -229,12 +253,13 @@ class VideoPredictor:
                               f"overlap {overlap}")
         if amp not in ("none", *_AMP_DTYPES):
             raise ConfigError(f"amp: unknown {amp!r}; expected none, bf16 or fp16")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         if amp != "none" and self.device.type != "cuda":
             warnings.warn(f"amp {amp!r} is for CUDA; running in fp32 on {self.device}", stacklevel=2)
             amp = "none"
         self.amp: Amp = amp  # type: ignore[assignment]
         self.window, self.overlap = window, overlap
+        self.score_threshold = float(score_threshold)
         self.model = model.to(self.device).eval()
         self.config = config
         self.classes = classes or class_info_from_config(config)
@@ -264,11 +289,32 @@ class VideoPredictor:
         Raises:
             CheckpointError: missing, corrupt or mismatched checkpoint.
         """
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(device)
         loaded = load_model(path, device=device)
         predictor = cls(loaded.model, loaded.config, device=device, **kwargs)  # type: ignore[arg-type]
         predictor.checkpoint, predictor.stage = loaded.path, loaded.stage
         return predictor
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "demo", **kwargs: object) -> VideoPredictor:
+        """A predictor for a bundled model by name, or for a checkpoint directory (as `from_checkpoint`).
+
+        "demo": the bundled run-B model (Mask2Former + EfficientNet-Lite0, class-agnostic, trained on
+        DAVIS-2016; online MinVIS tracking). `kwargs` go to `from_checkpoint` (device, task, ...).
+
+        Raises:
+            CheckpointError: an unknown name that is no checkpoint path either, or a bad checkpoint.
+        """
+        if str(name_or_path) in PRETRAINED:
+            path = default_weights()
+            if path is None:
+                raise CheckpointError(f"pretrained {str(name_or_path)!r}: the bundled model is missing from "
+                                      "this installation (vidseg/assets/demo_model)")
+            return cls.from_checkpoint(path, **kwargs)  # type: ignore[arg-type]
+        if not Path(name_or_path).exists():
+            raise CheckpointError(f"{name_or_path}: neither a bundled model ({', '.join(PRETRAINED)}) "
+                                  "nor an existing checkpoint")
+        return cls.from_checkpoint(name_or_path, **kwargs)  # type: ignore[arg-type]
 
     # -- streaming ----------------------------------------------------------------------------------------
 
@@ -281,6 +327,10 @@ class VideoPredictor:
         self._geometry: FrameGeometry | None = None
         self.frames_seen = 0
         self.skipped_frames: list[SkippedFrame] = []
+        self._run_done = False  # set when a run()/stream() ends: its video is finished
+        if getattr(self, "_record", None) is not None:
+            self._record.close()
+        self._record = VideoRecord(offline=self.mode == "offline")
 
     def step(self, frame: np.ndarray, frame_index: int | None = None) -> FrameResult:
         """Online: segment and track one [H, W, 3] uint8 RGB frame of the current video.
@@ -291,31 +341,88 @@ class VideoPredictor:
             raise ValueError("step() is online; in offline mode use push() and flush()")
         return self.push(frame, frame_index)[0]
 
-    def push(self, frame: np.ndarray, frame_index: int | None = None) -> list[FrameResult]:
-        """Add one frame; returns the results that are final now (online: this frame's; offline: a
-        window's emitted frames once the window is full, else none)."""
+    def push(
+        self,
+        frame: np.ndarray,
+        frame_index: int | None = None,
+        *,
+        output_size: tuple[int, int] | None = None,
+        provisional: bool = True,
+    ) -> list[FrameResult]:
+        """Add one frame; returns the streamed results that are ready now (online: this frame's, with classes
+        averaged over the frames so far; offline: a window's emitted frames once the window is full).
+
+        Every frame is also recorded for `finish()`, which gives the official whole-video results.
+
+        Args:
+            output_size: (H0, W0) the results are mapped to, for a frame that was already resized for the
+                model (default: the frame's own size).
+            provisional: False only records the frame (no streamed results, no windowed refinement).
+        """
+        if self._run_done:
+            raise RuntimeError("the predictor's last video was segmented by run(); call reset() before "
+                               "step()/push() start another")
         index = self._next_index if frame_index is None else int(frame_index)
         self._next_index = index + 1
         images, geometry = self._prepare(frame, index)
+        if output_size is not None:
+            geometry = replace(geometry, output_size=(int(output_size[0]), int(output_size[1])))
         with torch.inference_mode():
             with self._autocast():
                 step, self._state = self.model.step(images, self._state)
             self.frames_seen += 1
+            self._record.add(step, index, geometry)
+            if not provisional:
+                return []
             if self.mode == "online":
                 # Post-processing (mask resizing, class averaging) stays in fp32, outside autocast.
                 result, self._classes = self.postprocessor.online(step.frame, self._classes, geometry)
-                return [replace(result, frame_index=index)]
+                return self._keep_confident([replace(result, frame_index=index)])
             self._offline.buffer.append(_Buffered(strip_for_refiner(step), index, geometry))
             if len(self._offline.buffer) < self.window:
                 return []
-            return self._refine(final=False)
+            return self._keep_confident(self._refine(final=False))
+
+    def finish(self) -> Iterator[FrameResult]:
+        """The official results of every frame pushed since `reset()`, in frame order, lazily.
+
+        As the official code decides them once the video has ended: online models average each slot's class
+        logits over the whole video and take the top-k (`inference.test_topk`, MAX_NUM) once; the offline
+        model refines the whole video in one pass when it has at most `inference.refine_max_frames` frames
+        (longer videos: overlapping windows of that size, an approximation). Memory: one frame; the
+        per-frame record is on disk (see `vidseg.inference.video_record`).
+        """
+        with torch.inference_mode():
+            for result in self._record.results(self.model, self.postprocessor,
+                                               self.config.inference.refine_max_frames):
+                yield self._keep_confident([result])[0]
+
+    def predict(self, source: Source, *, on_error: OnError = "skip") -> Iterator[FrameResult]:
+        """The official whole-video results of `source` (a new video: `reset()` first), in frame order.
+
+        Unlike `run`, nothing is produced until the whole video is read (see `finish`).
+        """
+        self.reset()
+        video = source if isinstance(source, VideoSource) else open_video(source)
+        self.video_info = video.info
+        def skipped(index: int, error: DataFormatError) -> None:
+            self.skipped_frames.append(SkippedFrame(index, str(error)))
+            _warn_skipped(self.skipped_frames[-1])
+
+        frames = video.indexed(skipped if on_error == "skip" else None)
+        try:
+            for index, frame in frames:
+                self.push(frame, index, provisional=False)
+        finally:
+            frames.close()
+        yield from self.finish()
 
     def flush(self) -> list[FrameResult]:
         """Offline: refine what is left of the video and return its results (online: nothing is held)."""
         if self.mode == "online" or len(self._offline.buffer) <= self._offline.emitted:
             return []
         with torch.inference_mode():
-            return self._refine(final=True)
+            return self._keep_confident(self._refine(final=True))
 
     def run(
         self,
@@ -335,8 +442,11 @@ class VideoPredictor:
             should_stop: checked before each frame is read; when it returns True no more frames are read
                 and the results of the frames already read are still produced (e.g. on Ctrl-C).
         """
-        for _, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=False):
-            yield result
+        try:
+            for _, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=False):
+                yield result
+        finally:
+            self._run_done = True  # also when the caller stops early: the state is that video's
 
     def stream(
         self,
@@ -348,9 +458,12 @@ class VideoPredictor:
     ) -> Iterator[tuple[np.ndarray, FrameResult]]:
         """`run`, yielding each original frame with its result (for overlays). Offline mode holds the
         frames of one window until their results are final."""
-        for frame, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=True):
-            assert frame is not None
-            yield frame, result
+        try:
+            for frame, result in self._stream(source, on_error, on_skip, should_stop, keep_frames=True):
+                assert frame is not None
+                yield frame, result
+        finally:
+            self._run_done = True
 
     def _stream(
         self,
@@ -398,6 +511,12 @@ class VideoPredictor:
 
     # -- internals ----------------------------------------------------------------------------------------
 
+    def _keep_confident(self, results: list[FrameResult]) -> list[FrameResult]:
+        """`results` without the objects scoring below `score_threshold` (all of them at the default 0)."""
+        if self.score_threshold <= 0:
+            return results
+        return [r.select(np.flatnonzero(r.scores >= self.score_threshold)) for r in results]
+
     def _autocast(self) -> AbstractContextManager[object]:
         if self.amp == "none":
             return nullcontext()
@@ -416,13 +535,13 @@ class VideoPredictor:
             frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
         d = self.model.segmenter.size_divisibility
         geometry = FrameGeometry((math.ceil(h / d) * d, math.ceil(w / d) * d), (h, w), (h0, w0))
-        if self.mode == "offline":
-            # A refiner window stacks the frames' mask features, so they must share one size.
-            if self._geometry is not None and geometry != self._geometry:
-                raise DataFormatError(None, f"is {w0}x{h0}, the video's first frame "
-                                      f"{self._geometry.output_size[1]}x{self._geometry.output_size[0]}",
-                                      field=f"frame {index}")
-            self._geometry = geometry
+        # One video, one frame size: a refiner window stacks the frames' mask features, and tracks matched
+        # across frames, overlays and submission files all assume it (online too, not only offline).
+        if self._geometry is not None and geometry != self._geometry:
+            raise DataFormatError(None, f"is {w0}x{h0}, the video's first frame "
+                                  f"{self._geometry.output_size[1]}x{self._geometry.output_size[0]}",
+                                  field=f"frame {index}")
+        self._geometry = geometry
         return self.model.segmenter.frames_to_batch([frame]), geometry
 
     def _refine(self, final: bool) -> list[FrameResult]:
@@ -443,9 +562,9 @@ class VideoPredictor:
         assert clip.mask_logits is not None
         masks = clip.mask_logits[0, start:stop].to(self.device, torch.float32)
         emitted = buffer[start:stop]
-        results = self.postprocessor.clip(
+        results = list(self.postprocessor.clip(
             state.class_probs.to(self.device), masks, [b.index for b in emitted], emitted[0].geometry
-        )
+        ))
         if final:
             state.buffer, state.emitted = [], 0
         else:

@@ -44,6 +44,10 @@ class SegmentSummary:
         skipped_frames: indices of unreadable frames that were left out.
         seconds: wall time of the segmentation loop; fps: frames / seconds.
         interrupted: stopped by Ctrl-C (SIGINT) or SIGTERM; the files hold the frames done.
+        stop_signal: "SIGINT" or "SIGTERM" when interrupted, else None.
+        expected_frames: frames the file's header announces (after the stride), None when unknown.
+        ended_early: the video ended before `expected_frames` (a truncated or damaged file), with no
+            error: the frames after the last one read are missing from every output.
         error: the error that stopped the run (e.g. a bad frame with on_error="stop"), None if none.
         outputs: files and folders written, relative to the output folder.
     """
@@ -61,6 +65,9 @@ class SegmentSummary:
     seconds: float = 0.0
     fps: float = 0.0
     interrupted: bool = False
+    stop_signal: str | None = None
+    expected_frames: int | None = None
+    ended_early: bool = False
     error: str | None = None
     outputs: list[str] = field(default_factory=list)
 
@@ -111,12 +118,12 @@ class _SubmissionWriter:
                         "vss": [video]}[task]
         self._next = 0
 
-    def add(self, result: FrameResult, skipped: Sequence[int]) -> None:
+    def add(self, result: FrameResult) -> None:
         if self._ytvis is not None:
-            # YouTube-VIS needs one segmentation per frame: unreadable frames before this one are empty.
-            for index in sorted(skipped):
-                if self._next <= index < result.frame_index:
-                    self._ytvis.add_frame(1, FrameResult(index, result.height, result.width))
+            # YouTube-VIS needs one segmentation per frame, in order: every frame missing before this one
+            # (unreadable, or lost without an error in a damaged file) is empty, so each lands at its index.
+            for index in range(self._next, result.frame_index):
+                self._ytvis.add_frame(1, FrameResult(index, result.height, result.width))
             self._ytvis.add_frame(1, result)
         elif self._vipseg is not None:
             self._vipseg.add_frame(self.video, result)
@@ -124,12 +131,17 @@ class _SubmissionWriter:
             self._vspw.add_frame(self.video, result)
         self._next = result.frame_index + 1
 
+    @property
+    def next_index(self) -> int:
+        """One past the last frame written (frames are fed in order)."""
+        return self._next
+
     def close(self, skipped: Sequence[int]) -> None:
         if self._ytvis is not None:
-            if self.size is not None:
-                for index in sorted(skipped):
-                    if index >= self._next:
-                        self._ytvis.add_frame(1, FrameResult(index, *self.size))
+            if self.size is not None and skipped:
+                # Unreadable frames after the last result: empty slots up to the last one, in order.
+                for index in range(self._next, max(skipped) + 1):
+                    self._ytvis.add_frame(1, FrameResult(index, *self.size))
             self._ytvis.close()
         if self._vipseg is not None:
             self._vipseg.close()
@@ -182,6 +194,17 @@ def segment_video(
 
     start = time.perf_counter()
     writer = _SubmissionWriter(predictor.task, out, name, predictor.classes, size)
+    written = False
+
+    def write_official() -> None:
+        # The files hold the official whole-video results of the frames read (`VideoPredictor.finish`:
+        # classes averaged over the whole video, one refiner pass), not the streamed per-frame ones.
+        nonlocal written
+        if not written:
+            written = True
+            for result in predictor.finish():
+                writer.add(result)
+
     overlay = OverlayWriter(out, fps=info.fps, class_names=predictor.classes.names)
     try:
         with _StopSignal() as stop:
@@ -189,16 +212,21 @@ def segment_video(
                                        should_stop=lambda: stop.received is not None)
             for frame, result in results:
                 overlay.write(frame, confident(result, min_score))
-                writer.add(result, summary.skipped_frames)
                 summary.frames += 1
                 bar.update(1)
+            write_official()
             summary.interrupted = stop.received is not None
+            if stop.received is not None:
+                summary.stop_signal = signal.Signals(stop.received).name
+            else:
+                _check_complete(summary, info.num_frames, writer.next_index, say)
     except VidsegError as e:
         summary.error = str(e)
         raise
     finally:
         # Also on an error or a second Ctrl-C: finalise what was written so far.
         overlay.close()
+        write_official()
         writer.close(summary.skipped_frames)
         bar.close()
         summary.seconds = round(time.perf_counter() - start, 3)
@@ -206,6 +234,17 @@ def segment_video(
         summary.outputs = [*(["overlay.mp4"] if overlay.frames_written else []), *writer.outputs, "summary.json"]
         _write_json_atomic(out / "summary.json", summary.to_dict())
     return summary
+
+
+def _check_complete(summary: SegmentSummary, expected: int | None, read: int, say: Callable[[str], None]) -> None:
+    """Record and say when the video ended before the frame count in its header: a truncated file decodes
+    without an error up to where its data stops, and would otherwise pass for a shorter video."""
+    summary.expected_frames = expected
+    read = max(read, max(summary.skipped_frames, default=-1) + 1)
+    if expected is not None and read < expected:
+        summary.ended_early = True
+        say(f"warning: video ended early: {read} of {expected} frames (the header's count) read; "
+            "the file may be truncated")
 
 
 def confident(result: FrameResult, min_score: float) -> FrameResult:

@@ -82,6 +82,7 @@ class VideoSource:
         self.stride = stride
         self._iterable: Iterable[np.ndarray] | None = None
         self._frame_files: list[Path] = []
+        self._frame_size: tuple[int, int] | None = None  # a frame folder's first frame (h, w)
         if isinstance(source, (str, Path)):
             self.path: Path | None = Path(source)
             self.kind = self._probe_path(self.path)
@@ -104,6 +105,7 @@ class VideoSource:
             if not self._frame_files:
                 raise DataFormatError(path, f"folder has no frames ({', '.join(IMAGE_EXTENSIONS)})")
             h, w = self._image_size(self._frame_files[0])
+            self._frame_size = (h, w)
             self._set_info(None, len(self._frame_files), h, w)
             return "folder"
         suffix = path.suffix.lower()
@@ -184,6 +186,7 @@ class VideoSource:
                         raise
                     on_error(index, e)
                     continue
+                self._check_frame_size(path, index, frame)
                 yield index, self._resize(frame)
         else:
             assert self._iterable is not None
@@ -233,6 +236,15 @@ class VideoSource:
                         yield index // self.stride, frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError as e:
             raise DataFormatError(self.path, f"decoding failed after frame {index} ({_av_reason(e)})") from None
+
+    def _check_frame_size(self, path: Path, index: int, frame: np.ndarray) -> None:
+        """A folder frame of another size than the first is an error, never skipped: the frame is readable,
+        and a video whose size changes is inconsistent as a whole (tracks, overlay and files assume one)."""
+        if self._frame_size is None or frame.shape[:2] == self._frame_size:
+            return
+        (h, w), (h0, w0) = frame.shape[:2], self._frame_size
+        raise DataFormatError(path, f"frame is {w}x{h}, the first frame ({self._frame_files[0].name}) is "
+                              f"{w0}x{h0}; all frames of a video must have one size", field=f"frame {index}")
 
     def _read_image(self, path: Path) -> np.ndarray:
         try:

@@ -16,8 +16,9 @@ weights on every set:
 frames), averaged across DDP ranks when `torch.distributed` is initialised, and at least 1.
 
 Video stages pass their own matching (e.g. `HungarianMatcher.match_first_appearance`, repeated for every
-frame of the clip, frames flattened into the batch); it is then used for every prediction set instead of
-re-matching.
+frame of the clip, frames flattened into the batch); it is then used for every prediction set unless
+`aux_matching` gives each auxiliary set its own (DVIS++ after the guided-matching phase re-matches every
+layer on its own predictions: `VideoSetCriterion.forward`, mask2former_video/modeling/criterion.py:241-249).
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class SetCriterion:
         matching: Sequence[Matching] | None = None,
         *,
         aux: Sequence[LayerPrediction] | None = None,
+        aux_matching: Sequence[Sequence[Matching]] | None = None,
         generator: torch.Generator | None = None,
     ) -> LossBreakdown:
         """Losses of a batch of B frames.
@@ -206,13 +208,14 @@ class SetCriterion:
             targets: B frames of targets, masks covering the same (padded) images as the predictions.
             matching: B matchings to use for every prediction set; None matches each set with the matcher.
             aux: auxiliary prediction sets (overrides `output.aux`).
+            aux_matching: per auxiliary set, B matchings to use for it (overrides `matching` there).
             generator: drives the point sampling of the matcher and of the losses.
         """
         final = LayerPrediction(output.class_logits, output.mask_logits)
         if aux is None:
             aux = output.aux if isinstance(output, SegmenterOutput) else []
         if not self.deep_supervision:
-            aux = []
+            aux, aux_matching = [], None
         b = final.class_logits.shape[0]
         if len(targets) != b:
             raise ValueError(f"criterion: {b} predictions but {len(targets)} targets")
@@ -223,8 +226,15 @@ class SetCriterion:
         final_matching = list(matching) if matching is not None else self._match(final, targets, generator)
         final_losses = self.layer_losses(final, targets, final_matching, num_masks, generator)
         aux_losses = []
-        for pred in aux:
-            m = list(matching) if matching is not None else self._match(pred, targets, generator)
+        if aux_matching is not None and len(aux_matching) != len(aux):
+            raise ValueError(f"criterion: {len(aux)} auxiliary sets but {len(aux_matching)} auxiliary matchings")
+        for j, pred in enumerate(aux):
+            if aux_matching is not None:
+                m = list(aux_matching[j])
+            elif matching is not None:
+                m = list(matching)
+            else:
+                m = self._match(pred, targets, generator)
             aux_losses.append(self.layer_losses(pred, targets, m, num_masks, generator))
         total = sum((self._weighted(x) for x in aux_losses), self._weighted(final_losses))
         weights = (self.class_weight, self.mask_weight, self.dice_weight)

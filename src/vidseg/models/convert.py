@@ -4,8 +4,8 @@
 * `convert_hf_state_dict(hf_state, ...)` renames (and, for the fused cross-attention projection, splits)
   the tensors into a vidseg `Segmenter` state dict. The Swin backbone part is delegated to
   `vidseg.models.backbones.swin.swin_from_hf_state_dict`.
-* `convert_hf_checkpoint(src_dir, out)` does both for a saved HF directory and writes
-  `out` (safetensors, with the stage tag and config in its metadata) plus `out` with a `.json` suffix.
+* `read_hf_checkpoint(src_dir)` does both for a saved HF directory (`vidseg convert-weights --from hf`
+  writes the result as a vidseg checkpoint directory, see `vidseg.published`).
 
 Every mismatch is a `CheckpointError` saying what was expected.
 """
@@ -26,21 +26,15 @@ from vidseg.config import (
     ModelConfig,
     PixelDecoderConfig,
     from_dict,
-    to_dict,
 )
 from vidseg.errors import CheckpointError, ConfigError
-from vidseg.training.checkpoint import load_weights
 
 __all__ = [
-    "STAGE",
-    "convert_hf_checkpoint",
     "convert_hf_state_dict",
     "model_config_from_hf",
-    "read_converted",
+    "read_hf_checkpoint",
     "swin_name_from_hf",
 ]
-
-STAGE = "segmenter"
 
 _HF_PIXEL = "model.pixel_level_module.decoder."
 _HF_BACKBONE = "model.pixel_level_module.encoder."
@@ -328,62 +322,8 @@ def _read_hf_dir(src: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     return hf_config, state
 
 
-def convert_hf_checkpoint(
-    src: str | Path,
-    out: str | Path,
-    *,
-    backbone_converter: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None,
-    backbone_name: str | None = None,
-    check: bool = True,
-) -> tuple[Path, ModelConfig]:
-    """Convert a saved HF Mask2Former directory to `out` (.safetensors) and `out` with suffix `.json`.
-
-    Args:
-        src: directory with `config.json` and `model.safetensors` (or shards) / `pytorch_model.bin`.
-        out: destination `.safetensors` path.
-        backbone_converter, backbone_name: override the Swin defaults (see `convert_hf_state_dict`,
-            `model_config_from_hf`).
-        check: build the vidseg segmenter and load the result strictly, so shape mismatches surface here.
-
-    Returns:
-        (path written, the vidseg model config).
-    """
-    from safetensors.torch import save_file
-
-    src, out = Path(src), Path(out)
-    if out.suffix != ".safetensors":
-        raise CheckpointError(f"{out}: the output must be a .safetensors file")
-    hf_config, hf_state = _read_hf_dir(src)
-    cfg = model_config_from_hf(hf_config, backbone_name=backbone_name)
-    state = convert_hf_state_dict(hf_state, backbone_converter=backbone_converter)
-    if check:
-        from vidseg.models.segmenter import build_segmenter
-
-        load_weights(build_segmenter(cfg), dict(state), str(src))
-    meta = {"stage": STAGE, "config": json.dumps(to_dict(cfg)), "source": f"transformers:{src.name}"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(out), metadata=meta)
-    sidecar = out.with_suffix(".json")
-    sidecar.write_text(json.dumps({"stage": STAGE, "model": to_dict(cfg)}, indent=2) + "\n")
-    return out, cfg
-
-
-def read_converted(path: str | Path) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """Read a file written by `convert_hf_checkpoint`: (model config, vidseg state dict)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (OSError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from None
-    if meta.get("stage") != STAGE:
-        raise CheckpointError(f"{path}: stage {meta.get('stage')!r}, expected {STAGE!r}")
-    try:
-        cfg = from_dict(ModelConfig, json.loads(meta["config"]), source=str(path))
-    except (KeyError, json.JSONDecodeError, ConfigError) as e:
-        raise CheckpointError(f"{path}: bad model config in metadata ({e})") from None
-    return cfg, state
+def read_hf_checkpoint(src: str | Path) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """(vidseg model config, vidseg `Segmenter` state dict) of a saved HF Mask2Former directory
+    (`config.json` + `model.safetensors` / shards / `pytorch_model.bin`)."""
+    hf_config, hf_state = _read_hf_dir(Path(src))
+    return model_config_from_hf(hf_config), convert_hf_state_dict(hf_state)

@@ -5,7 +5,8 @@ branch) into Q *tracked* slots. Per layer: referring cross-attention (RCA) -> se
 post-norm, no positional embeddings.
 
 * t = 0: slots start from the frame's queries in their own order; layer j's attention query is
-  ref_proj(layer j-1 output) (ref_proj(frame queries) for j = 0).
+  ref_proj(layer j-1 output) (ref_proj(frame queries) for j = 0); every layer is classified with
+  ref_proj(frame queries).
 * t >= 1: the reference R = ref_proj(previous frame's final output) is the attention query of every layer;
   the residual ("identity") starts from the current queries reordered by MinVIS matching against the
   previous frame's (slot-ordered) normed embeddings, possibly replaced by denoising noise in training;
@@ -195,17 +196,18 @@ class ReferringTracker(nn.Module):
             reference = self.ref_proj(state.last_output)
 
         predictions: list[LayerPrediction] = []
-        first_reference = None
+        # The reference a frame is read (and classified) with. Frame 0 has no previous output: each layer is
+        # steered by the projection of what it is refining, but every layer's class head reads the
+        # projection of the frame's own queries, as the official tracker's `all_frames_references` does
+        # (DVIS_Plus/dvis_Plus/tracker.py:276, 331, 375-377).
+        frame_reference = self.ref_proj(output) if first else reference
         for j in range(self.num_layers):
-            # Frame 0 has no previous output: each layer is steered by the projection of what it is refining.
-            query = self.ref_proj(output) if first else reference
-            if first_reference is None:
-                first_reference = query
+            query = (frame_reference if j == 0 else self.ref_proj(output)) if first else reference
             output = self.cross_attn[j](output, query, frame_embeds, frame_embeds, attn_mask)
             output = self.self_attn[j](output)
             output = self.ffn[j](output)
             if self.training or j == self.num_layers - 1:
-                predictions.append(self.predict(output, query, features))
+                predictions.append(self.predict(output, frame_reference, features))
 
         new_state = TrackerState(
             last_output=output,
@@ -217,7 +219,7 @@ class ReferringTracker(nn.Module):
             class_logits=last.class_logits,
             mask_logits=last.mask_logits,
             embeddings=output,
-            references=first_reference,
+            references=frame_reference,
             indices=indices,
             aux=predictions[:-1],
         )

@@ -239,12 +239,19 @@ class ClipOutput:
     aux: list[ClipPrediction] = field(default_factory=list)
 
     def class_probs(self) -> Tensor:
-        """[B, Q, K+1]: refiner softmax, combined by elementwise max with the tracker's (softmax of the
-        time-averaged logits) when known, as DVIS++ does at inference."""
-        probs = self.class_logits.softmax(-1)
-        if self.online_class_logits is not None:
-            probs = torch.maximum(probs, self.online_class_logits.softmax(-1).to(probs))
+        """[B, Q, K+1] video-level class probabilities (see `offline_class_probs`)."""
+        return offline_class_probs(self.class_logits, self.online_class_logits)
+
+
+def offline_class_probs(class_logits: Tensor, online_class_logits: Tensor | None) -> Tensor:
+    """[..., Q, K+1] class probabilities of an offline model, as DVIS++ computes them (`aux_pred_cls`,
+    meta_architecture.py:818-979): the refiner's softmax, its K real classes max-combined with the softmax
+    of the tracker's time-averaged logits when given; the no-object column stays the refiner's."""
+    probs = class_logits.float().softmax(-1)
+    if online_class_logits is None:
         return probs
+    online = online_class_logits.float().softmax(-1).to(probs)
+    return torch.cat([torch.maximum(probs[..., :-1], online[..., :-1]), probs[..., -1:]], dim=-1)
 
 
 class DVISOffline(nn.Module):

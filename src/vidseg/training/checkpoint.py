@@ -192,3 +192,23 @@ def load_weights(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], s
             )
         raise CheckpointError(f"{source}: model.safetensors: weights do not fit the model: " + "; ".join(parts))
     module.load_state_dict(state_dict)
+
+
+def load_weights_skipping(
+    module: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str | Path
+) -> list[str]:
+    """Load the tensors of `state_dict` that fit `module`; those whose shape differs or that the file lacks
+    keep the module's values. Returns their names (sorted).
+
+    Raises:
+        CheckpointError: the file has tensors the module does not (another architecture, not a re-shaped head).
+    """
+    own = module.state_dict()
+    unexpected = sorted(set(state_dict) - set(own))
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: model.safetensors: {len(unexpected)} tensors the model does not have (e.g. {unexpected[0]})"
+        )
+    skipped = sorted(k for k in own if k not in state_dict or own[k].shape != state_dict[k].shape)
+    module.load_state_dict({**own, **{k: v for k, v in state_dict.items() if k not in skipped}})
+    return skipped

@@ -1,18 +1,26 @@
 """Training stages: what is trained, what is frozen, and the loss of one batch.
 
 * `segmenter`: Mask2Former on frames (clips of T frames are flattened into the batch, so the same stage
-  trains on images and on video frames). MVC-1 masks frames (`ExperimentConfig.mvc`, mode "frame").
+  trains on images and on video frames). MVC-1 masks frames (`ExperimentConfig.mvc`, mode "frame"). With
+  `model.reid_head` the re-id head is trained by `segmenter_contrastive_loss` across the frames of each clip
+  (DVIS++ starts its tracker from a CTVIS-trained segmenter; without this loss the head would get no
+  gradient, which DDP rejects, and the tracker would read a random projection).
 * `tracker` (DVIS++ online): the segmenter is frozen (no gradients, eval mode); the referring tracker steps
   through 5-frame clips with denoising; one first-appearance Hungarian matching per clip is used for every
-  frame and layer; CE + BCE + dice with deep supervision, plus the reference contrastive loss. MVC-2 tube
-  masking and OMA on the tracker's cross-attention are options.
+  frame; CE + BCE + dice with deep supervision, plus the reference contrastive loss when
+  `model.tracker.use_cl` and `model.refiner.use_cl` are both on (upstream reads the refiner's flag there,
+  meta_architecture.py:588). MVC-2 tube masking and OMA on the tracker's cross-attention are options.
 * `refiner` (DVIS++ offline): segmenter and tracker frozen; the temporal refiner sees longer clips (time
-  reversal comes from `data.reverse_prob`); one clip-level Hungarian matching per clip; OMA masks its
-  cross-attention.
+  reversal comes from `data.reverse_prob`); one clip-level Hungarian matching per clip; the mask losses treat
+  the clip as one (T·h)×w image (one BCE and one dice per instance over the volume, T·num_points points,
+  `frame_decoder_loss_reshape`, meta_architecture.py:1424-1444); the memory contrastive loss when
+  `model.refiner.use_cl`; OMA masks its cross-attention.
 
 For the first `loss.guided_matching` fraction of the iterations the video stages match on the frozen
 previous stage's predictions in track order (DVIS++ "guided matching"), which gives the new module a stable
-assignment to learn before its own predictions mean anything.
+assignment to learn before its own predictions mean anything; every layer then uses that matching. After
+it, each auxiliary layer is matched on its own predictions, as upstream's criterion does when no matcher
+output is given (criterion.py:241-249).
 
 Every stage's model is the `VideoSegmentationModel` that `vidseg.models.model.load_model` restores from the
 checkpoints it writes (the segmenter stage writes the bare segmenter). Video stages start from the previous
@@ -21,16 +29,25 @@ stage's checkpoint (`init`); a checkpoint of another stage is a `CheckpointError
 
 from __future__ import annotations
 
+import copy
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from vidseg.config import ExperimentConfig, to_dict
+from vidseg.config import ExperimentConfig, LossConfig, to_dict
 from vidseg.data.clips import ClipBatch, FrameTarget
 from vidseg.errors import CheckpointError
-from vidseg.losses.contrastive import reference_contrastive_loss
+from vidseg.losses.contrastive import (
+    ClassMemory,
+    ReidLosses,
+    mean_items,
+    refiner_contrastive_items,
+    segmenter_contrastive_items,
+    tracker_contrastive_items,
+)
 from vidseg.losses.criterion import SetCriterion
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets, FrameTargets
@@ -39,9 +56,11 @@ from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.segmenter import Segmenter, build_segmenter
-from vidseg.training.checkpoint import Checkpoint, load_checkpoint
+from vidseg.training.checkpoint import Checkpoint, load_checkpoint, load_weights_skipping
 from vidseg.training.engine import StepOutput
 from vidseg.training.mvc import MVCMasker
+
+logger = logging.getLogger(__name__)
 
 TASK_OF_INFERENCE = {"vis": "instance", "vps": "panoptic", "vss": "semantic",
                      "instance": "instance", "panoptic": "panoptic", "semantic": "semantic"}
@@ -106,12 +125,14 @@ class FramePredictions:
         aux: per-layer predictions of the same layout (deep supervision).
         targets: N frames of targets.
         matching: N matchings to use for every prediction set, or None (the criterion matches).
+        aux_matching: per auxiliary set, N matchings for that set (overrides `matching` there), or None.
     """
 
     final: LayerPrediction
     aux: list[LayerPrediction]
     targets: list[FrameTargets]
     matching: list[Matching] | None = None
+    aux_matching: list[list[Matching]] | None = None
 
     def select(self, index: list[int]) -> FramePredictions:
         idx = torch.tensor(index, dtype=torch.long, device=self.final.class_logits.device)
@@ -124,11 +145,12 @@ class FramePredictions:
             [pick(p) for p in self.aux],
             [self.targets[i] for i in index],
             None if self.matching is None else [self.matching[i] for i in index],
+            None if self.aux_matching is None else [[m[i] for i in index] for m in self.aux_matching],
         )
 
 
 def criterion_loss(criterion: SetCriterion, preds: FramePredictions) -> tuple[Tensor, dict[str, float]]:
-    losses = criterion(preds.final, preds.targets, preds.matching, aux=preds.aux)
+    losses = criterion(preds.final, preds.targets, preds.matching, aux=preds.aux, aux_matching=preds.aux_matching)
     terms = {k: v.item() for k, v in losses.as_dict(weighted=True).items() if "_aux" not in k}
     return losses.total, terms
 
@@ -171,11 +193,13 @@ class SegmenterStage:
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> SegmenterStage:
-        """`init`: optional segmenter checkpoint to start from (e.g. COCO pre-training)."""
+        """`init`: optional segmenter checkpoint to start from (a converted COCO Mask2Former, or a segmenter
+        run to fine-tune). With `optim.init_skip_mismatched` tensors whose shape differs (class head of
+        another K) or that the file lacks (a re-id head the COCO model never had) keep their fresh init."""
         model = build_segmenter(config.model)
         if init is not None:
             ckpt = load_checkpoint(init, expected_stage="segmenter")
-            load_weights(model, ckpt.state_dict, ckpt.path)
+            load_init_weights(model, ckpt, config)
         return cls(model, build_criterion(config), config)
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
@@ -192,6 +216,9 @@ class SegmenterStage:
         output = model(images)
         preds = FramePredictions(LayerPrediction(output.class_logits, output.mask_logits), output.aux, targets)
         total, terms = mvc_frame_loss(self.criterion, preds, masked, mvc.weight)
+        if output.reid_embeddings is not None:
+            reid = self._reid_losses(output.reid_embeddings, preds, batch.frames.shape[1])
+            total = add_reid_terms(total, terms, reid, self.config.loss, "")
         if second is not None:
             out_m = model(self._to_image_space(second))
             preds_m = FramePredictions(LayerPrediction(out_m.class_logits, out_m.mask_logits), out_m.aux, targets)
@@ -200,9 +227,62 @@ class SegmenterStage:
             total = total + mvc.weight * masked_loss
         return StepOutput(total, terms)
 
+    def _reid_losses(self, embeddings: Tensor, preds: FramePredictions, t: int) -> ReidLosses:
+        """Re-id loss of embeddings [B·T, Q, C] over each clip's frames, matched per frame on the final
+        predictions (one extra Hungarian per frame: the criterion's own matching is split by MVC)."""
+        final = preds.final
+        matchings = self.criterion.matcher(final.class_logits.detach(), final.mask_logits.detach(), preds.targets)
+        per_clip = embeddings.unflatten(0, (-1, t))
+        items = []
+        for b in range(per_clip.shape[0]):
+            frames = preds.targets[b * t : (b + 1) * t]
+            if any(f.instance_ids is None for f in frames):
+                continue  # image data: no identities to contrast
+            ids = [f.instance_ids for f in frames]
+            items += segmenter_contrastive_items(per_clip[b], matchings[b * t : (b + 1) * t], ids)
+        return mean_items(items, embeddings)
+
     def _to_image_space(self, pixels: Tensor) -> Tensor:
         # The model (possibly DDP-wrapped) takes 0-255 images; this inverts its normalisation exactly.
         return pixels * self.model.pixel_std + self.model.pixel_mean
+
+
+def add_reid_terms(total: Tensor, terms: dict[str, float], reid: ReidLosses, loss: LossConfig, prefix: str) -> Tensor:
+    """total + contrastive_weight · reid (+ contrastive_aux_weight · aux); logs `loss_{prefix}reid` (and
+    `loss_{prefix}aux_reid`). Upstream computes the aux cosine term but leaves it out of its weight_dict
+    (weight 0) for the tracker and refiner; CTVIS weighs it 3 for the segmenter."""
+    value = loss.contrastive_weight * reid.reid
+    terms[f"loss_{prefix}reid"] = value.item()
+    if loss.contrastive_aux_weight > 0:
+        aux = loss.contrastive_aux_weight * reid.aux
+        terms[f"loss_{prefix}aux_reid"] = aux.item()
+        value = value + aux
+    return total + value
+
+
+def load_init_weights(module: nn.Module, ckpt: Checkpoint, config: ExperimentConfig, prefix: str = "") -> None:
+    """Load `ckpt` (or its `prefix.` part) into `module`: strictly, or, with `optim.init_skip_mismatched`,
+    keeping the module's own init for mis-shaped and missing tensors (listed in one log line)."""
+    state = ckpt.state_dict if not prefix else _submodule_state(ckpt.state_dict, prefix)
+    if not config.optim.init_skip_mismatched:
+        load_weights(module, state, ckpt.path)
+        return
+    skipped = load_weights_skipping(module, state, ckpt.path)
+    if skipped:
+        logger.warning("init %s: re-initialised %d tensors (shape differs or not in the file): %s",
+                       ckpt.path, len(skipped), ", ".join(skipped))
+
+
+# Backbone fields that change the parameters or the computation; `pretrained`, `weights` (a path), `freeze_at`
+# and `drop_path_rate` only say how it was initialised or trained, and a converted checkpoint's path differs.
+_BACKBONE_ARCHITECTURE = ("name", "window_size")
+
+
+def _architecture(config: ExperimentConfig, name: str) -> object:
+    value = getattr(config.model, name)
+    if name == "backbone":
+        return {k: getattr(value, k) for k in _BACKBONE_ARCHITECTURE}
+    return to_dict(value) if hasattr(value, "__dataclass_fields__") else value
 
 
 def load_previous_stage(
@@ -211,16 +291,14 @@ def load_previous_stage(
     """The checkpoint a stage starts from.
 
     Raises:
-        CheckpointError: a checkpoint of another stage, or with another segmenter architecture.
+        CheckpointError: a checkpoint of another stage, or with another segmenter architecture (backbone:
+            `_BACKBONE_ARCHITECTURE` only).
     """
     ckpt = load_checkpoint(init, expected_stage=expected_stage)
-    saved = ckpt.config.model
     for name in ("backbone", "pixel_decoder", "decoder", "num_classes", "classification", "reid_head"):
-        a, b = getattr(config.model, name), getattr(saved, name)
+        a, b = _architecture(config, name), _architecture(ckpt.config, name)
         if a != b:
-            a_s = to_dict(a) if hasattr(a, "__dataclass_fields__") else a
-            b_s = to_dict(b) if hasattr(b, "__dataclass_fields__") else b
-            raise CheckpointError(f"{ckpt.path}: config.json: model.{name} is {b_s}, the experiment config has {a_s}")
+            raise CheckpointError(f"{ckpt.path}: config.json: model.{name} is {b}, the experiment config has {a}")
     return ckpt
 
 
@@ -290,7 +368,7 @@ class TrackerStage(VideoStage):
         model = _video_model(config, "dvis_online")
         if init is not None:
             ckpt = load_previous_stage(config, init, "segmenter")
-            load_weights(model.segmenter, ckpt.state_dict, ckpt.path)
+            load_init_weights(model.segmenter, ckpt, config)
         model.freeze("segmenter")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled and config.oma.tracker else None
         return cls(model, build_criterion(config), config, "tracker", oma=oma)
@@ -314,24 +392,49 @@ class TrackerStage(VideoStage):
                 masks = torch.stack([f.mask_logits[b] for f in fwd.frames]).detach()
             matchings.append(matcher.match_first_appearance(cls_logits, masks, clip))
         num_aux = len(fwd.frames[0].aux)
+        aux = [_stack_frames([f.aux[j] for f in fwd.frames]) for j in range(num_aux)]
         preds = FramePredictions(
             final=_stack_frames([LayerPrediction(f.class_logits, f.mask_logits) for f in fwd.frames]),
-            aux=[_stack_frames([f.aux[j] for f in fwd.frames]) for j in range(num_aux)],
+            aux=aux,
             targets=[clip.frame(i) for clip in clips for i in range(t)],
             matching=[m for m in matchings for _ in range(t)],
+            aux_matching=None if self.guided else self._aux_matchings(aux, clips, t),
         )
-        extra = {}
-        weight = self.config.loss.contrastive_weight
-        if weight > 0:
+        step = self._loss(preds, masked, {})
+        if self.use_cl:
             refs = torch.stack([f.references for f in fwd.frames], dim=1)  # [B, T, Q, C]
-            cl = [reference_contrastive_loss(refs[b], m.query_indices, clips[b].present[m.target_indices])
-                  for b, m in enumerate(matchings)]
-            extra["loss_contrastive"] = weight * torch.stack(cl).mean()
-        return self._loss(preds, masked, extra)
+            items = []
+            for b, m in enumerate(matchings):
+                items += tracker_contrastive_items(refs[b], [m] * t)
+            step.loss = add_reid_terms(step.loss, step.terms, mean_items(items, refs), self.config.loss, "")
+        return step
+
+    @property
+    def use_cl(self) -> bool:
+        """Upstream adds the tracker's contrastive loss only when both USE_CL flags are set (the switch is
+        read from MODEL.REFINER.USE_CL, meta_architecture.py:588, the weight from MODEL.TRACKER.USE_CL)."""
+        m = self.config.model
+        return m.tracker.use_cl and m.refiner.use_cl and self.config.loss.contrastive_weight > 0
+
+    def _aux_matchings(self, aux: list[LayerPrediction], clips: list[ClipTargets], t: int) -> list[list[Matching]]:
+        """Per auxiliary layer [B·T, ...], the first-appearance matching of each clip on that layer's own
+        predictions, repeated over the clip's frames."""
+        matcher = self.criterion.matcher
+        out = []
+        for pred in aux:
+            cls_logits = pred.class_logits.detach().unflatten(0, (-1, t))
+            masks = pred.mask_logits.detach().unflatten(0, (-1, t))
+            per_clip = [matcher.match_first_appearance(cls_logits[b], masks[b], c) for b, c in enumerate(clips)]
+            out.append([m for m in per_clip for _ in range(t)])
+        return out
 
 
+@dataclass
 class RefinerStage(VideoStage):
-    """DVIS++ temporal refiner on top of a frozen segmenter and tracker."""
+    """DVIS++ temporal refiner on top of a frozen segmenter and tracker; `memory` holds earlier clips'
+    embeddings per class for the contrastive loss (per process, not saved in checkpoints, as upstream)."""
+
+    memory: ClassMemory = field(default_factory=ClassMemory)
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> RefinerStage:
@@ -343,7 +446,7 @@ class RefinerStage(VideoStage):
             load_weights(model.video.online, _submodule_state(ckpt.state_dict, "video"), ckpt.path)
         model.freeze("segmenter", "video.online")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled else None
-        return cls(model, build_criterion(config), config, "refiner", oma=oma)
+        return cls(model, build_criterion(config), config, "refiner", oma=oma, memory=ClassMemory())
 
     def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
         pixels, masked = self._inputs(batch)
@@ -362,21 +465,51 @@ class RefinerStage(VideoStage):
                 masks = clip_out.mask_logits[b].detach()
             matchings.append(matcher.match_clip(cls_logits, masks, clip))
 
-        def per_frame(class_logits: Tensor, mask_logits: Tensor) -> LayerPrediction:
-            # The clip-level class is the class of the slot in every frame.
-            k1 = class_logits.shape[-1]
-            return LayerPrediction(
-                class_logits[:, None].expand(-1, t, -1, -1).reshape(-1, class_logits.shape[1], k1),
-                mask_logits.flatten(0, 1),
-            )
-
+        aux_matching = None
+        if not self.guided:
+            aux_matching = [[matcher.match_clip(a.class_logits[b].detach(), a.mask_logits[b].detach(), clip)
+                             for b, clip in enumerate(clips)] for a in clip_out.aux]
         preds = FramePredictions(
-            final=per_frame(clip_out.class_logits, clip_out.mask_logits),
-            aux=[per_frame(a.class_logits, a.mask_logits) for a in clip_out.aux],
-            targets=[clip.frame(i) for clip in clips for i in range(t)],
-            matching=[m for m in matchings for _ in range(t)],
+            final=volume_prediction(clip_out.class_logits, clip_out.mask_logits),
+            aux=[volume_prediction(a.class_logits, a.mask_logits) for a in clip_out.aux],
+            targets=[volume_targets(clip) for clip in clips],
+            matching=matchings,
+            aux_matching=aux_matching,
         )
-        return self._loss(preds, masked, {})
+        # One "image" per clip: its masked flag is whether any of its frames was masked (tube masks: all).
+        clip_masked = None if masked is None else masked.unflatten(0, (-1, t)).any(dim=1)
+        criterion = volume_criterion(self.criterion, t)
+        total, terms = mvc_frame_loss(criterion, preds, clip_masked, self.config.mvc.weight)
+        if self.config.model.refiner.use_cl and self.config.loss.contrastive_weight > 0:
+            embeds = unwrap(model).video.refiner.decoder_norm(clip_out.embeddings)  # [B, T, Q, C] pred_embds
+            items = []
+            for b, (m, clip) in enumerate(zip(matchings, clips)):
+                items += refiner_contrastive_items(embeds[b], m, clip.class_ids, self.memory)
+            total = add_reid_terms(total, terms, mean_items(items, embeds), self.config.loss, "")
+        return StepOutput(total, terms)
+
+
+def volume_prediction(class_logits: Tensor, mask_logits: Tensor) -> LayerPrediction:
+    """Clip predictions as one image per clip: class_logits [B, Q, K+1]; mask_logits [B, T, Q, h, w] ->
+    [B, Q, T·h, w] (frames stacked top to bottom, `b q t h w -> b q (t h) w`, meta_architecture.py:1424-1444)."""
+    b, t, q, h, w = mask_logits.shape
+    return LayerPrediction(class_logits, mask_logits.permute(0, 2, 1, 3, 4).reshape(b, q, t * h, w))
+
+
+def volume_targets(clip: ClipTargets) -> FrameTargets:
+    """A clip's N instances as one image: masks [N, T, H, W] -> [N, T·H, W] (empty where absent)."""
+    n, t, h, w = clip.masks.shape
+    return FrameTargets(clip.class_ids, clip.masks.reshape(n, t * h, w), clip.instance_ids)
+
+
+def volume_criterion(criterion: SetCriterion, num_frames: int) -> SetCriterion:
+    """The criterion with T times the points, for a clip stacked into one image (upstream's refiner uses
+    TRAIN_NUM_POINTS · SAMPLING_FRAME_NUM, meta_architecture.py:1176-1211); num_masks then counts instances
+    per clip, not per frame."""
+    out = copy.copy(criterion)
+    if out.num_points is not None:
+        out.num_points = criterion.num_points * num_frames
+    return out
 
 
 STAGES = {"segmenter": SegmenterStage, "tracker": TrackerStage, "refiner": RefinerStage}

