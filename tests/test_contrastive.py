@@ -15,9 +15,13 @@ from vidseg.losses.contrastive import (
     refiner_contrastive_items,
     segmenter_contrastive_items,
     tracker_contrastive_items,
-    tracker_contrastive_loss,
 )
 from vidseg.losses.matcher import Matching
+
+
+def tracker_loss(references: torch.Tensor, matchings: list[Matching]):
+    """One clip's tracker loss as the tracker stage averages it (`loss_reid`, utils.py:51-93)."""
+    return mean_items(tracker_contrastive_items(references, matchings), references)
 
 
 def _per_frame(rows: torch.Tensor, t_len: int) -> list[Matching]:
@@ -33,7 +37,7 @@ def test_tracker_contrastive_loss_matches_official_golden_for_both_matchings():
     data = tensors(fixture("small") / "contrastive_loss.safetensors")
     refs = data["input.references"]
     for case in ("a", "b"):
-        losses = tracker_contrastive_loss(refs, _per_frame(data[f"input.match_{case}"], refs.shape[0]))
+        losses = tracker_loss(refs, _per_frame(data[f"input.match_{case}"], refs.shape[0]))
         expected = data[f"loss_{case}"]
         torch.testing.assert_close(losses.reid, expected[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(losses.aux, expected[1], atol=1e-5, rtol=0)
@@ -68,8 +72,8 @@ def test_tracker_contrastive_loss_prefers_consistent_references_and_is_zero_with
     swapped = consistent.detach().clone()
     swapped[1] = swapped[1][[1, 0, 2]]  # slots 0 and 1 exchange references at frame 1
     m = [Matching(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))] * 3
-    assert tracker_contrastive_loss(consistent, m).reid < 0.1 < tracker_contrastive_loss(swapped, m).reid
-    none = tracker_contrastive_loss(consistent, [Matching.empty()] * 3)
+    assert tracker_loss(consistent, m).reid < 0.1 < tracker_loss(swapped, m).reid
+    none = tracker_loss(consistent, [Matching.empty()] * 3)
     assert none.reid.item() == 0.0 and none.reid.requires_grad and none.num_items == 0
 
 

@@ -4,11 +4,10 @@ the untrained re-id head made DDP fail with "Expected to have finished reduction
 from __future__ import annotations
 
 import json
-import os
-import socket
 
 import torch
 import torch.multiprocessing as mp
+from ddp import free_port, set_rank_env
 
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.training.run import train
@@ -22,16 +21,9 @@ TINY = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _worker(rank, world, port, root, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    set_rank_env(rank, world, port)
     roots = [f"data.train_root={root}", f"data.val_root={root}"]
     train("mask2former/synthetic_tiny", "segmenter", out_dir, overrides=TINY + roots, device="cpu",
           checkpoint_every=100)
@@ -41,7 +33,7 @@ def _worker(rank, world, port, root, out_dir):
 def test_reid_segmenter_stage_runs_two_iterations_under_two_process_ddp(tmp_path):
     write_synthetic_dataset(tmp_path / "synth", 2, 4, 64, 96, formats=("vipseg",), seed=3)
     out = tmp_path / "run"
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path / "synth" / "vipseg", out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tmp_path / "synth" / "vipseg", out), nprocs=2, join=True)
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in logs if "loss_reid" in r]
     assert steps and all(torch.isfinite(torch.tensor(r["loss_reid"])) for r in steps)

@@ -4,11 +4,11 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from ddp import free_port, set_rank_env
 from torch import nn
 
 from vidseg.config import ExperimentConfig, OptimConfig, apply_overrides
@@ -185,16 +185,9 @@ def test_backbone_lr_multiplier_and_no_decay_groups():
     assert groups == {(0.1, 0.05): 1, (0.1, 0.0): 1, (1.0, 0.05): 1, (1.0, 0.0): 1}
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _ddp_worker(rank, world, port, out_dir, result_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    set_rank_env(rank, world, port)
     t = _trainer(out_dir, _config(max_iters=3, lr=0.05), checkpoint_every=100)
     t.model.drop.p = 0.0  # dropout draws differ per process; the comparison is about the update itself
     t.fit()
@@ -208,7 +201,7 @@ def test_ddp_two_gloo_processes_match_single_process(tmp_path):
     single.model.drop.p = 0.0
     single.fit()
     result = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "ddp", result), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path / "ddp", result), nprocs=2, join=True)
     for p, q in zip(_params(single.model), torch.load(result)):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 

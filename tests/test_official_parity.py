@@ -173,6 +173,15 @@ def _check_vss(results, out, name: str) -> None:
     assert np.array_equal(ours[margin], out[name + ".semantic"].numpy()[margin])
 
 
+def _check_video_tasks(ckpt, frames: torch.Tensor, out, prefix: str, num_classes: int) -> None:
+    """VPS (config and relaxed thresholds), VSS and VIS results of `VideoPredictor.finish` vs `prefix`post.*."""
+    _check_vps(_predict(ckpt, frames, "vps"), out, prefix + "post.vps")
+    _check_vps(_predict(ckpt, frames, "vps", object_mask_threshold=0.4, overlap_threshold=0.2), out,
+               prefix + "post.vps_relaxed")
+    _check_vss(_predict(ckpt, frames, "vss"), out, prefix + "post.vss")
+    _check_vis(_predict(ckpt, frames, "vis"), out, prefix + "post.", num_classes)
+
+
 @pytest.fixture(scope="module")
 def model_b(tmp_path_factory):
     ckpt, inputs = _video_model(tmp_path_factory, "dvis_plus_r50_vipseg_online", "vipseg")
@@ -200,12 +209,7 @@ def test_b_segmenter_and_tracker_match_official(model_b) -> None:
 
 def test_b_video_results_match_official(model_b) -> None:
     ckpt, inputs, out = model_b
-    frames = inputs["frames.rgb_uint8"]
-    _check_vps(_predict(ckpt, frames, "vps"), out, "post.vps")
-    _check_vps(_predict(ckpt, frames, "vps", object_mask_threshold=0.4, overlap_threshold=0.2), out,
-               "post.vps_relaxed")
-    _check_vss(_predict(ckpt, frames, "vss"), out, "post.vss")
-    _check_vis(_predict(ckpt, frames, "vis"), out, "post.", 124)
+    _check_video_tasks(ckpt, inputs["frames.rgb_uint8"], out, "", 124)
 
 
 @pytest.fixture(scope="module")
@@ -225,12 +229,7 @@ def test_c_offline_refiner_matches_official(model_c) -> None:
         clip = loaded.model.refine(steps)
     _close(clip.class_logits[0], out["refiner.pred_logits"], LOGIT_TOL, "refiner class logits")
     _close(clip.mask_logits[0].transpose(0, 1), out["refiner.pred_masks"], MASK_TOL, "refiner masks")
-    frames = inputs["frames.rgb_uint8"]
-    _check_vps(_predict(ckpt, frames, "vps"), out, "post.vps")
-    _check_vps(_predict(ckpt, frames, "vps", object_mask_threshold=0.4, overlap_threshold=0.2), out,
-               "post.vps_relaxed")
-    _check_vss(_predict(ckpt, frames, "vss"), out, "post.vss")
-    _check_vis(_predict(ckpt, frames, "vis"), out, "post.", 40)
+    _check_video_tasks(ckpt, inputs["frames.rgb_uint8"], out, "", 40)
 
 
 def test_c_online_variant_matches_official(model_c) -> None:
@@ -240,11 +239,7 @@ def test_c_online_variant_matches_official(model_c) -> None:
     steps = _steps(loaded, inputs["frames.rgb_uint8"])
     _close(torch.stack([s.frame.class_logits[0] for s in steps]), out["online.tracker.pred_logits"], LOGIT_TOL,
            "online tracker logits")
-    frames = inputs["frames.rgb_uint8"]
-    _check_vps(_predict(online, frames, "vps", object_mask_threshold=0.4, overlap_threshold=0.2), out,
-               "online.post.vps_relaxed")
-    _check_vss(_predict(online, frames, "vss"), out, "online.post.vss")
-    _check_vis(_predict(online, frames, "vis"), out, "online.post.", 40)
+    _check_video_tasks(online, inputs["frames.rgb_uint8"], out, "online.", 40)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -512,3 +512,29 @@ def test_offline_peak_memory_is_bounded_by_the_window_not_the_video_length():
     short = _rss_growth("dvis_offline", 40, 8, 128, 192, window=8, extra=extra)
     long = _rss_growth("dvis_offline", 160, 8, 128, 192, window=8, extra=extra)
     assert long - short < 30, f"peak RSS growth {short:.1f} MB for 40 frames, {long:.1f} MB for 160"
+
+
+@pytest.mark.parametrize(("stage", "task"), [("tracker", "vis"), ("tracker", "vps"), ("refiner", "vis")])
+def test_finish_gives_the_whole_video_results(checkpoints, stage, task):
+    frames = moving_frames()
+    predictor = VideoPredictor.from_checkpoint(checkpoints[stage], device="cpu", task=task,
+                                               window=T + 3, overlap=1)
+    streamed = list(predictor.run(frames))
+    final = list(predictor.finish())
+    assert [r.frame_index for r in final] == list(range(T))
+    assert_same(list(predictor.predict(frames)), final)  # the same without streaming
+    if predictor.mode == "offline" or task == "vis":
+        # Offline with one window, and online VIS, whose classes are the whole-video mean by the last frame:
+        # the last streamed frame already carries the final tracks.
+        assert streamed[-1].track_ids.tolist() == final[-1].track_ids.tolist()
+        assert np.allclose(streamed[-1].scores, final[-1].scores)
+    if task == "vps":  # official ids: 1..S in slot order
+        ids = sorted({s.id for r in final for s in r.segments})
+        assert ids == list(range(1, len(ids) + 1))
+
+
+def test_finish_needs_the_record(checkpoints):
+    predictor = VideoPredictor.from_checkpoint(checkpoints["tracker"], device="cpu", record=False)
+    predictor.step(moving_frames(1)[0])
+    with pytest.raises(RuntimeError, match="record=True"):
+        list(predictor.finish())

@@ -102,11 +102,6 @@ def tracker_contrastive_items(references: Tensor, matchings: Sequence[Matching])
     return items
 
 
-def tracker_contrastive_loss(references: Tensor, matchings: Sequence[Matching]) -> ReidLosses:
-    """`tracker_contrastive_items` of one clip averaged (`loss_reid`, utils.py:51-93)."""
-    return mean_items(tracker_contrastive_items(references, matchings), references)
-
-
 @dataclass
 class ClassMemory:
     """Per-class memory of detached refiner embeddings of earlier clips (`Outputs_Memory_PerClasses`,

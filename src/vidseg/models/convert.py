@@ -215,7 +215,7 @@ def convert_hf_state_dict(
             backbone_converter = swin_from_hf_state_dict
         for key, value in backbone_converter(backbone).items():
             out["backbone." + key] = value
-    return _finish_fpn_keys(out)
+    return renumber_fpn_levels(out)
 
 
 def _convert_pixel(key: str, value: Tensor, out: dict[str, Tensor]) -> bool:
@@ -277,8 +277,9 @@ def _convert_transformer(key: str, value: Tensor, out: dict[str, Tensor]) -> boo
     return False
 
 
-def _finish_fpn_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Replace HF FPN numbers (`@k`, 1 = finest) by vidseg indices (0 = coarsest)."""
+def renumber_fpn_levels(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Replace FPN level numbers written as `_convs.@k.` (HF and official: 1 = finest, next to the deformable
+    encoder's levels) by vidseg indices (0 = coarsest), once the number of levels is known."""
     numbers = {int(m[1]) for k in state if (m := re.search(r"_convs\.@(\d+)\.", k))}
     if not numbers:
         return state

@@ -37,6 +37,7 @@ from vidseg.config import (
     TrackerConfig,
 )
 from vidseg.errors import CheckpointError
+from vidseg.models.convert import renumber_fpn_levels
 
 __all__ = ["model_config_from_official", "official_to_vidseg", "read_official_file"]
 
@@ -116,7 +117,7 @@ _PIXEL = [
     (r"transformer\.level_embed", "level_embed"),
     (r"transformer\.encoder\.layers\.(.+)", r"layers.\1"),
     (r"mask_features\.(weight|bias)", r"mask_proj.\1"),
-    # FPN levels are renumbered coarse to fine once their count is known (`@k` placeholders).
+    # FPN levels keep their official number as `@k` until `renumber_fpn_levels` knows how many there are.
     (r"adapter_(\d+)\.weight", r"lateral_convs.@\1.0.weight"),
     (r"adapter_(\d+)\.norm\.(\w+)", r"lateral_convs.@\1.1.\2"),
     (r"layer_(\d+)\.weight", r"output_convs.@\1.0.weight"),
@@ -224,7 +225,7 @@ def official_to_vidseg(state: Mapping[str, Tensor], source: str = "<checkpoint>"
         _put(out, new, value)
     for key, value in _backbone_to_vidseg(backbone, source).items():
         out[seg_prefix + key] = value
-    return _finish_fpn(out)
+    return renumber_fpn_levels(out)
 
 
 def _backbone_to_vidseg(backbone: dict[str, Tensor], source: str) -> dict[str, Tensor]:
@@ -251,15 +252,6 @@ def _backbone_to_vidseg(backbone: dict[str, Tensor], source: str) -> dict[str, T
     if "backbone.patch_embed.proj.weight" in backbone:  # D2SwinTransformer keeps Microsoft's names
         return {k: v for k, v in backbone.items() if not k.endswith("attn_mask")}
     raise CheckpointError(f"{source}: {next(iter(backbone))}: unknown backbone (ResNet, Swin or ViT-Adapter)")
-
-
-def _finish_fpn(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Official FPN `adapter_k` / `layer_k` (1 = finest) -> vidseg `lateral_convs.i` (0 = coarsest)."""
-    numbers = {int(m[1]) for k in state if (m := re.search(r"_convs\.@(\d+)\.", k))}
-    if not numbers:
-        return state
-    count = max(numbers)
-    return {re.sub(r"_convs\.@(\d+)\.", lambda m: f"_convs.{count - int(m[1])}.", k): v for k, v in state.items()}
 
 
 # --- config -----------------------------------------------------------------------------------------------
