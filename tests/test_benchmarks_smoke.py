@@ -34,11 +34,14 @@ SMOKE = {
     "data_throughput.py": [],
     "eval_speed.py": [],
     "l2g_latency.py": [],
+    "parity_table.py": [],
+    "segment_memory.py": [],
     "segmenter_latency.py": ["--threads", "1"],
     "video_overhead.py": [],
     "vit_latency.py": [],
 }
-SLOW = {"segmenter_latency.py", "vit_latency.py"}  # transformers models: ~5-20 s each
+SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 s each
+        "segment_memory.py"}  # six `vidseg segment` runs: ~40 s
 
 
 def _scripts() -> set[str]:

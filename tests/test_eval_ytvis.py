@@ -337,17 +337,52 @@ def test_gt_loads_polygons_and_uncompressed_rle(tmp_path):
     assert m.AP == PERFECT
 
 
-def test_rle_complement_counts_the_other_pixels():
-    from vidseg.evaluation.ytvis import _RLE_COUNTS, _rle_complement
+@pytest.mark.filterwarnings("ignore:.*segmentations shorter than the video")
+def test_video_iou_exact_from_half_and_zero_below():
+    from vidseg.evaluation.ytvis import measure_detections, parse_detections, video_iou
+
+    rng = np.random.default_rng(5)
+
+    def track(n):
+        return [
+            None if rng.random() < 0.2 else box(*sorted(rng.integers(0, H, 2)), *sorted(rng.integers(0, W, 2)))
+            for _ in range(n)
+        ]
+
+    g_masks = [track(6) for _ in range(4)]
+    d_masks = [g[: rng.integers(1, 7)] for g in g_masks] + [track(int(rng.integers(1, 7))) for _ in range(30)]
+    d_masks += [[None if m is None or rng.random() < 0.3 else np.roll(m, 2, axis=1) for m in g] for g in g_masks]
+    gt = parse_ytvis_gt(gt_json([{"id": k + 1, "masks": m} for k, m in enumerate(g_masks)], length=6))
+    dets = parse_detections([det(m) for m in d_masks], gt, check_masks=False)[1]
+    measure_detections(dets, gt.videos[1], "x")
+    got = video_iou(dets, gt.tracks[1])
+    for i, dm in enumerate(d_masks):
+        for j, gm in enumerate(g_masks):
+            inter = union = 0
+            for a, b in zip(dm, gm):  # the official: zip, a None frame adds the other side's area
+                a = np.zeros((H, W), bool) if a is None else a.astype(bool)
+                b = np.zeros((H, W), bool) if b is None else b.astype(bool)
+                inter, union = inter + (a & b).sum(), union + (a | b).sum()
+            iou = inter / union if union else 0.0
+            assert got[i, j] == (iou if iou >= 0.5 else 0.0)
+    assert (got >= 0.5).sum() >= 4
+
+
+def test_rle_total_is_area_plus_shifted_area_plus_first_count():
+    from vidseg.evaluation.ytvis import _first_counts
 
     rng = np.random.default_rng(3)
     masks = [np.zeros((H, W), np.uint8), np.ones((H, W), np.uint8), A, rng.random((H, W)) < 0.5]
     masks += [box(int(y), 0, H, int(x)) for y, x in rng.integers(0, 20, (20, 2))]
-    for m in masks:
-        counts = encode_rle(m)["counts"].encode()
-        comp = {"size": [H, W], "counts": _rle_complement(counts, _RLE_COUNTS.fullmatch(counts))}
-        assert mask_utils.area(comp) == H * W - int(m.astype(bool).sum())
-        assert np.array_equal(mask_utils.decode(comp), 1 - m.astype(np.uint8))
+    strings = [encode_rle(m)["counts"].encode() for m in masks]
+    lengths = np.array([len(c) for c in strings])
+    blob = np.frombuffer(b"".join(strings) + b"0" * 6, np.uint8) - np.uint8(48)
+    n0, c0 = _first_counts(blob, np.cumsum(lengths) - lengths)
+    for m, c, k, first in zip(masks, strings, n0.tolist(), c0.tolist()):
+        flat = m.flatten(order="F") != 0
+        assert first == (flat.argmax() if flat.any() else H * W)  # c0: the zeros before the first one
+        shifted = {"size": [H, W], "counts": b"00" + c[k:]}
+        assert mask_utils.area({"size": [H, W], "counts": c}) + mask_utils.area(shifted) + first == H * W
 
 
 @pytest.mark.parametrize(
@@ -357,6 +392,7 @@ def test_rle_complement_counts_the_other_pixels():
         ("abc\u00e9", "not a compressed RLE string"),
         ("0000", "cover"),  # well formed, wrong total: pycocotools would read it silently
         ("", "not a compressed RLE string"),
+        ("0000P", "not a compressed RLE string"),  # ends inside a count: pycocotools reads past the string
     ],
 )
 def test_garbage_rle_counts_name_the_field(counts, reason):

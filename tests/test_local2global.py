@@ -462,7 +462,8 @@ def test_presets_follow_the_paper_recipe_and_the_tiny_one_builds():
     names = [n for n in preset_names() if n.startswith("local2global/")]
     assert sorted(names) == [
         f"local2global/{n}"
-        for n in ("ovis_r50", "synthetic_tiny", "vipseg_r50", "ytvis19_r50", "ytvis21_r50", "ytvis22_r50")
+        for n in ("coco_r50_pretrain", "ovis_r50", "synthetic_tiny", "vipseg_r50", "ytvis19_r50", "ytvis21_r50",
+                  "ytvis22_r50")
     ]
     for name in names:
         cfg = load_preset_or_file(name)

@@ -231,6 +231,9 @@ def _add_convert_weights(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None,
                    help="class vocabulary and official test settings: coco_panoptic, coco_instance, ade20k, "
                         "cityscapes, ytvis19, ytvis21, ovis, vipseg, vspw (default: generic class names)")
+    p.add_argument("--model", default=None, choices=["video_mask2former"],
+                   help="a model the tensors cannot tell: video_mask2former = a Video Mask2Former checkpoint "
+                        "(the image Mask2Former's keys; its decoder attends over whole clips)")
     p.add_argument("--out", required=True, help="output vidseg checkpoint directory")
     p.set_defaults(handler=_run_convert_weights)
 
@@ -238,7 +241,7 @@ def _add_convert_weights(sub: argparse._SubParsersAction) -> None:
 def _run_convert_weights(args: argparse.Namespace) -> int:
     from vidseg.published import convert_weights
 
-    path = convert_weights(args.source_format, args.src, args.out, dataset=args.dataset)
+    path = convert_weights(args.source_format, args.src, args.out, dataset=args.dataset, model=args.model)
     print(f"wrote {path}")
     return 0
 
@@ -249,8 +252,10 @@ def _run_convert_weights(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a stage (single process, or every rank under torchrun)")
     p.add_argument("config", help="preset name (see `vidseg config list`) or YAML path")
-    p.add_argument("--stage", choices=["segmenter", "tracker", "refiner", "l2g"], default="segmenter",
-                   help="what to train: segmenter -> tracker -> refiner (DVIS++), or l2g (Local2Global)")
+    p.add_argument("--stage", choices=["segmenter", "tracker", "refiner", "l2g", "video_mask2former"],
+                   default="segmenter",
+                   help="what to train: segmenter -> tracker -> refiner (DVIS++), l2g (Local2Global), or "
+                        "video_mask2former (clip-level; --init a segmenter checkpoint, e.g. COCO Mask2Former)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="checkpoint of the previous stage to start from (tracker: a segmenter checkpoint, "
                         "refiner: a tracker checkpoint; optional for segmenter and l2g)")
@@ -294,17 +299,23 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="official-parity metrics of predictions against ground truth")
-    p.add_argument("--task", required=True, choices=["vis", "ovis", "vps", "vss", "pq", "davis"],
+    p.add_argument("--task", required=True,
+                   choices=["vis", "ovis", "vps", "vss", "pq", "davis", "cvps", "miou", "coco_ap"],
                    help="vis/ovis: YouTube-VIS/OVIS AP; vps: VIPSeg VPQ+STQ; vss: VSPW mIoU+mVC; "
-                        "pq: COCO panoptic PQ; davis: DAVIS J&F")
-    p.add_argument("--gt", required=True, help="GT json (vis, ovis, pq) or dataset folder (vps, vss, davis)")
+                        "pq: COCO panoptic PQ; davis: DAVIS J&F; cvps: Cityscapes-VPS VPQ; "
+                        "miou: image mIoU (ADE20K/Cityscapes); coco_ap: COCO mask AP")
+    p.add_argument("--gt", required=True,
+                   help="GT json (vis, ovis, pq, coco_ap, cvps) or dataset folder (vps, vss, davis, cvps), "
+                        "folder of label PNGs (miou)")
     p.add_argument("--pred", required=True,
-                   help="results.json or submission zip (vis, ovis), submission folder (vps, vss, davis), "
-                        "prediction json (pq)")
+                   help="results.json or submission zip (vis, ovis), submission folder (vps, vss, davis, cvps), "
+                        "prediction json (pq), results json (coco_ap), folder of label PNGs (miou)")
     p.add_argument("--out", help="write the metrics as JSON (full precision) to this file")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: all CPUs)")
     p.add_argument("--vspw-labels", choices=["raw", "remapped"], default="raw",
                    help="VSPW GT PNG labels: raw as shipped (0 others, 1..124, 255) or already remapped (0..123)")
+    p.add_argument("--reduce-zero-label", action="store_true",
+                   help="miou: GT label 0 is 'other' (ADE20K as released): ignore it and shift the classes down")
     p.set_defaults(handler=_run_eval)
 
 
@@ -333,7 +344,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.out:
         _check_eval_out(args.out)
     metrics = evaluate_task(args.task, args.gt, args.pred, workers=args.workers,
-                            vspw_raw_labels=args.vspw_labels == "raw")
+                            vspw_raw_labels=args.vspw_labels == "raw", reduce_zero_label=args.reduce_zero_label)
     print(format_table(metrics))
     if args.out:
         write_metrics(metrics, args.out)
@@ -403,6 +414,107 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 128 + (signal.Signals[summary.stop_signal] if summary.stop_signal else signal.SIGINT)
 
 
+# --- predict ----------------------------------------------------------------------------------------------
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict a dataset split into an evaluable submission (torchrun: sharded)")
+    p.add_argument("model", metavar="CONFIG_OR_CKPT",
+                   help="checkpoint directory (its config names the dataset), or a preset / YAML with --weights")
+    p.add_argument("--weights", default=None, help="checkpoint directory, when CONFIG_OR_CKPT is a config")
+    p.add_argument("--split", default="val", help="train, val, or any split with --gt (default val)")
+    p.add_argument("--task", choices=["vis", "ovis", "vps", "vss"], default=None,
+                   help="submission format (default: from the config's data.format)")
+    p.add_argument("--gt", default=None,
+                   help="GT: YouTube-VIS/OVIS or VIPSeg JSON, VSPW root (default: the config's data paths)")
+    p.add_argument("--out", required=True,
+                   help="submission folder; videos whose part is in OUT/.parts are skipped (resume)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides (with a config, e.g. data.val_annotations=...)")
+    p.add_argument("--mode", choices=["online", "offline"], help="offline runs the DVIS++ refiner (default)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:LOCAL_RANK if available)")
+    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="CUDA autocast")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_threads(p)
+    p.set_defaults(handler=_run_predict)
+
+
+_PREDICT_TASK = {"ytvis": "vis", "ovis": "ovis", "vipseg": "vps", "vspw": "vss"}
+
+
+def _predict_gt(config: object, task: str, split: str) -> str:
+    """The split's GT from `config.data`: the annotation JSON (vis, ovis, vps) or the VSPW root (vss)."""
+    from vidseg.errors import ConfigError
+
+    data = config.data  # type: ignore[attr-defined]
+    root = getattr(data, f"{split}_root", "")
+    annotations = getattr(data, f"{split}_annotations", "")
+    if task == "vss":
+        gt = root
+    elif task == "vps" and not annotations and root:
+        gt = os.path.join(root, f"panoptic_gt_VIPSeg_{split}.json")
+    else:
+        gt = annotations
+    if not gt:
+        raise ConfigError(f"the config names no {split} data for --task {task}; pass --gt")
+    return gt
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vidseg.config import apply_overrides, load_preset_or_file
+    from vidseg.errors import ConfigError
+    from vidseg.io.outdir import check_writable_dir
+
+    is_ckpt = (Path(args.model) / "manifest.json").is_file()
+    if is_ckpt and args.weights:
+        raise ConfigError("--weights is for a config; CONFIG_OR_CKPT is already a checkpoint")
+    if not is_ckpt and not args.weights:
+        raise ConfigError(f"{args.model} is no checkpoint directory: pass --weights CKPT with a config")
+    weights = args.model if is_ckpt else args.weights
+    _require_path(weights, "--weights")
+    _require_path(args.gt, "--gt")
+    check_writable_dir(args.out)
+    if is_ckpt:
+        from vidseg.training.checkpoint import load_checkpoint
+
+        config = apply_overrides(load_checkpoint(weights).config, args.overrides)
+    else:
+        config = apply_overrides(load_preset_or_file(args.model), args.overrides)
+    task = args.task or _PREDICT_TASK.get(config.data.format)
+    if task is None:
+        raise ConfigError(f"data.format {config.data.format!r} has no video submission format; pass --task")
+    gt = args.gt or _predict_gt(config, task, args.split)
+    _require_path(gt, "--gt")
+    _set_threads(args.threads)
+    import torch
+
+    from vidseg.inference.predict_split import predict_split, read_split
+    from vidseg.inference.predictor import VideoPredictor
+    from vidseg.training.engine import init_distributed
+
+    device = args.device
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    rank, world = init_distributed(device or "cpu")
+    try:
+        split = read_split(task, gt, args.split)
+        predictor = VideoPredictor.from_checkpoint(weights, task=split.task, mode=args.mode, device=device,
+                                                   amp=args.amp)
+        submission = predict_split(predictor, split, args.out, rank=rank, world=world,
+                                   progress=not args.no_progress)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if submission is not None:
+        print(f"wrote {submission} ({len(split.dataset.videos)} videos); score it with:\n"
+              f"  vidseg eval --task {task} --gt {gt} --pred {args.out}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------------------------------------
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -413,6 +525,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_convert_weights,
     _add_eval,
     _add_segment,
+    _add_predict,
 ]
 
 

@@ -214,8 +214,9 @@ class ModelConfig:
     classification: Literal["softmax", "sigmoid"] = "softmax"
     # DVIS++ re-identification MLP on the last decoder queries (gives the 2C-wide tracker input).
     reid_head: bool = False
-    # Video model on top of the segmenter: none (image), MinVIS association, DVIS++ online/offline, L2G.
-    method: Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g"] = "segmenter"
+    # Video model on top of the segmenter: none (image), MinVIS association, DVIS++ online/offline, L2G,
+    # or Video Mask2Former (the segmenter's decoder becomes clip-level: `vidseg.models.video_mask2former`).
+    method: Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g", "video_mask2former"] = "segmenter"
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     l2g: L2GConfig = field(default_factory=L2GConfig)
@@ -320,13 +321,42 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         _fraction(self, "object_mask_threshold", "overlap_threshold")
-        _at_least(self, 1, "test_topk", "min_size", "max_size")
+        _at_least(self, 1, "test_topk", "min_size", "max_size", "clip_max_frames")
     # Offline: videos of at most this many frames are refined in one pass, as the official code does;
     # longer ones in overlapping windows of `window` frames (an approximation, see VideoPredictor).
     refine_max_frames: int = 2000
+    # Video Mask2Former: videos of at most this many frames are decoded as one clip, as the official code
+    # does; longer ones as clips of at most this many frames whose queries are matched from clip to clip
+    # (an extension; memory is bounded by the clip: mask features of every frame of it are held).
+    clip_max_frames: int = 100
     # VPS thing rule: "flags" uses the dataset's thing flags; "first" counts class k as a thing when
     # k < number of thing classes, which is what DVIS++'s inference_video_vps does (VIPSeg: k < 58).
     thing_rule: Literal["flags", "first"] = "flags"
+
+
+@dataclass(frozen=True)
+class MixSource:
+    """An extra training dataset mixed into `data.train_*` (joint training, e.g. COCO pseudo-videos with
+    YouTube-VIS / OVIS); see `vidseg.data.mixing`.
+
+    Attributes:
+        format: coco (images become pseudo-videos), ytvis or ovis.
+        root: image folder.
+        annotations: the JSON.
+        ratio: sampling weight relative to `data.train_ratio` (the main dataset's).
+        class_map: a packaged COCO -> dataset category map (`vidseg.data.catalog.class_map`, e.g.
+            `coco_to_ytvis19`) applied to this source's annotations; instances of unmapped classes are
+            dropped, and so are images left without instances. Empty: categories are matched by id.
+    """
+
+    format: Literal["coco", "ytvis", "ovis"] = "coco"
+    root: str = ""
+    annotations: str = ""
+    ratio: float = 1.0
+    class_map: str = ""
+
+    def __post_init__(self) -> None:
+        _positive(self, "ratio")
 
 
 @dataclass(frozen=True)
@@ -341,6 +371,10 @@ class DataConfig:
     train_annotations: str = ""
     val_root: str = ""
     val_annotations: str = ""
+    # Joint training: extra datasets sampled with the main one, each clip drawn from dataset i with
+    # probability ratio_i / sum(ratios) (`train_ratio` is the main dataset's weight); training only.
+    mix: tuple[MixSource, ...] = ()
+    train_ratio: float = 1.0
     num_frames: int = 1
     sampling_range: int = 20
     reverse_prob: float = 0.0
@@ -354,6 +388,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _at_least(self, 1, "num_frames", "min_size", "max_size", "crop_size")
         _at_least(self, 0, "sampling_range", "num_workers")  # color_jitter: checked by the clip dataset
+        _positive(self, "train_ratio")
         _fraction(self, "reverse_prob", "flip_prob")
 
 
@@ -415,7 +450,7 @@ def to_dict(config: Any) -> dict[str, Any]:
         if dataclasses.is_dataclass(value):
             value = to_dict(value)
         elif isinstance(value, tuple):
-            value = list(value)
+            value = [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[f.name] = value
     return out
 

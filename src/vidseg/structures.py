@@ -7,7 +7,7 @@ Converters produce the official formats: YouTube-VIS result entries, VIPSeg-styl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -128,6 +128,14 @@ class Track:
     segmentations: list[RLE | None]
 
 
+def track_class_and_score(scores: Mapping[int, Sequence[float]]) -> tuple[int, float]:
+    """A whole track's (class, score) from its per-frame scores grouped by class: the class with the largest
+    summed score (ties: the smaller class), scored by the mean of that class's scores (YouTube-VIS scores a
+    track once)."""
+    cls_id = max(scores, key=lambda c: (sum(scores[c]), -c))
+    return cls_id, float(np.mean(scores[cls_id]))
+
+
 @dataclass
 class VideoResult:
     """All frame results of one video, accumulated in order."""
@@ -141,9 +149,8 @@ class VideoResult:
     def tracks(self) -> list[Track]:
         """Group per-frame objects by track id.
 
-        A track's class is the one with the largest summed score over its frames, and its score is the
-        mean score of that class over the frames where the track is present (YouTube-VIS scores a whole
-        track once). Tracks are ordered by first appearance, then id.
+        A track's class and score: `track_class_and_score` (the class with the largest summed score, its
+        mean score). Tracks are ordered by first appearance, then id.
         """
         per_track: dict[int, dict] = {}
         t_total = len(self.frames)
@@ -156,9 +163,8 @@ class VideoResult:
                 entry["scores"].setdefault(int(cid), []).append(float(score))
         tracks = []
         for tid, entry in sorted(per_track.items(), key=lambda kv: (kv[1]["first"], kv[0])):
-            cls_id = max(entry["scores"], key=lambda c: (sum(entry["scores"][c]), -c))
-            scores = entry["scores"][cls_id]
-            tracks.append(Track(tid, cls_id, float(np.mean(scores)), entry["segs"]))
+            cls_id, score = track_class_and_score(entry["scores"])
+            tracks.append(Track(tid, cls_id, score, entry["segs"]))
         return tracks
 
     def to_ytvis(self, category_ids: list[int] | None = None) -> list[dict]:

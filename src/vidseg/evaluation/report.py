@@ -9,14 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from vidseg.errors import DataFormatError
+from vidseg.evaluation.cityscapes_vps import evaluate_cityscapes_vps
+from vidseg.evaluation.coco_ap import CocoApMetrics, evaluate_coco_ap
 from vidseg.evaluation.davis import DavisMetrics, evaluate_davis
+from vidseg.evaluation.image_miou import ImageMiouMetrics, evaluate_image_miou
 from vidseg.evaluation.pq import PanopticMetrics, evaluate_coco_panoptic
 from vidseg.evaluation.vipseg import VipsegMetrics, evaluate_vipseg
+from vidseg.evaluation.vpq import VpqMetrics
 from vidseg.evaluation.vspw import VspwMetrics, evaluate_vspw
 from vidseg.evaluation.ytvis import YtvisMetrics, evaluate_ytvis
 
-TASKS = ("vis", "ovis", "vps", "vss", "pq", "davis")
-Metrics = YtvisMetrics | VipsegMetrics | VspwMetrics | PanopticMetrics | DavisMetrics
+TASKS = ("vis", "ovis", "vps", "vss", "pq", "davis", "cvps", "miou", "coco_ap")
+Metrics = (YtvisMetrics | VipsegMetrics | VspwMetrics | PanopticMetrics | DavisMetrics | VpqMetrics | ImageMiouMetrics
+           | CocoApMetrics)
 
 
 def _results(pred: Path) -> Path | list:
@@ -36,9 +41,10 @@ def _results(pred: Path) -> Path | list:
 
 
 def evaluate_task(
-    task: str, gt: str | Path, pred: str | Path, workers: int | None = None, vspw_raw_labels: bool = True
+    task: str, gt: str | Path, pred: str | Path, workers: int | None = None, vspw_raw_labels: bool = True,
+    reduce_zero_label: bool = False,
 ) -> Metrics:
-    """Run the official-parity evaluation of `task` on files."""
+    """Run the official-parity evaluation of `task` on files (`reduce_zero_label`: miou, ADE20K GT)."""
     gt, pred = Path(gt), Path(pred)
     if task in ("vis", "ovis"):
         return evaluate_ytvis(gt, _results(pred), ovis=task == "ovis", workers=workers)
@@ -50,6 +56,12 @@ def evaluate_task(
         return evaluate_coco_panoptic(gt, pred, workers=workers)
     if task == "davis":
         return evaluate_davis(gt, pred, workers=workers)
+    if task == "cvps":
+        return evaluate_cityscapes_vps(gt, pred, workers=workers)
+    if task == "miou":
+        return evaluate_image_miou(gt, pred, reduce_zero_label=reduce_zero_label, workers=workers)
+    if task == "coco_ap":
+        return evaluate_coco_ap(gt, pred)
     raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
 
 
@@ -126,6 +138,23 @@ def format_table(metrics: Metrics) -> str:
             [(k, [_fmt(c.pq, 100), _fmt(c.sq, 100), _fmt(c.rq, 100)]) for k, c in metrics.per_class.items()],
             ["PQ", "SQ", "RQ"],
         )
+    elif isinstance(metrics, VpqMetrics):  # Cityscapes-VPS
+        rows = [
+            (f"k={(w.nframes - 1) * 5}", [_fmt(w.pq_all, 100), _fmt(w.pq_thing, 100), _fmt(w.pq_stuff, 100)])
+            for w in metrics.windows
+        ]
+        rows.append(("VPQ (mean)", [_fmt(metrics.VPQ), _fmt(metrics.VPQ_thing), _fmt(metrics.VPQ_stuff)]))
+        lines += _rows("Cityscapes-VPS VPQ (0-100)", rows, ["VPQ", "thing", "stuff"])
+        lines += [""] + _rows("class", [(k, [_fmt(x)]) for k, x in metrics.per_class_vpq().items()], ["VPQ"])
+    elif isinstance(metrics, ImageMiouMetrics):
+        lines += _rows("image mIoU (x100)", [("all", [_fmt(x, 100) for x in (metrics.mIoU, metrics.fwIoU,
+                                                                              metrics.mACC, metrics.pACC)])],
+                       ["mIoU", "fwIoU", "mACC", "pACC"])
+        lines += [""] + _rows("class", [(str(c), [_fmt(x, 100)]) for c, x in metrics.per_class_iou.items()], ["IoU"])
+    elif isinstance(metrics, CocoApMetrics):
+        keys = list(metrics.stats)[:6]
+        lines += _rows("COCO mask AP (x100)", [("all", [_fmt(metrics.stats[k], 100) for k in keys])], keys)
+        lines += [""] + _rows("class", [(k, [_fmt(v, 100)]) for k, v in metrics.per_class_ap.items()], ["AP"])
     elif isinstance(metrics, DavisMetrics):
         m = metrics
         lines += _rows(

@@ -99,7 +99,11 @@ class VspwVideoAccumulator:
         self.num_frames += 1
 
     def _add_confusion(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None) -> None:
-        """One joint histogram of the (GT, prediction) uint8 pairs; its labelled rows are the confusion rows."""
+        """One joint histogram of the (GT, prediction) uint8 pairs; its labelled rows are the confusion rows.
+
+        Label maps are piecewise constant, so the histogram counts runs of equal pairs (in memory order),
+        each weighted by its length, rather than every pixel (exact: float64 holds counts below 2**53).
+        """
         c = self.num_classes
         if pred.dtype != np.uint8 and pred.size and (pred.min() < 0 or pred.max() > 255):
             labelled = (gt >= 0) & (gt < c)
@@ -107,8 +111,10 @@ class VspwVideoAccumulator:
             if p.size and (p.min() < 0 or p.max() >= c):
                 self._bad_class(int(p.max() if p.max() >= c else p.min()), where)
             pred = np.where(labelled, pred, 0)
-        key = (gt.astype(np.uint16) << 8) | pred.astype(np.uint16)
-        hist = np.bincount(key.ravel(), minlength=256 * 256).reshape(256, 256)[:c]
+        key = ((gt.astype(np.uint16) << 8) | pred.astype(np.uint16)).ravel()
+        starts = np.flatnonzero(np.concatenate([[key.size > 0], key[1:] != key[:-1]]))
+        runs = np.diff(starts, append=key.size)
+        hist = np.bincount(key[starts], runs, minlength=256 * 256).astype(np.int64).reshape(256, 256)[:c]
         beyond = np.flatnonzero(hist[:, c:].any(axis=0))
         if beyond.size:
             # Deviation: the official `c * gt + pred` silently spills an out-of-range class into the next

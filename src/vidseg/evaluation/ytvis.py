@@ -20,9 +20,7 @@ match flags, ignore flags, GT counts) and keeps nothing else.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,25 +71,41 @@ class YtvisVideo:
 class YtvisTrack:
     """One GT object (or one detection) over a video.
 
+    The masks are kept compactly (the frames that have one and their compressed RLE strings), so that a
+    video's tracks go to a worker process as a few lists rather than one dict per mask.
+
     Attributes:
-        segmentations: per frame a compressed RLE `{size, counts}` (str or bytes counts, as pycocotools
-            takes both) or None where absent.
+        length: entries of the JSON `segmentations` list (the official `zip` stops at the shorter list).
+        frames: the frames that have a mask, increasing.
+        counts: the compressed RLE string (bytes) of each of those frames, all of the video's size.
         avg_area: mean of the truthy per-frame areas (0 if none).
         occ_score: OVIS occlusion score (GT only; None without an `occlusion` field).
-        frame_areas: [len(segmentations)] int64 pixel count per frame (0 where absent); None until
-            `measure_tracks` has checked the masks.
+        frame_areas: [length] int64 pixel count per frame (0 where absent); None until `measure_tracks`
+            has checked the masks.
         where: the JSON field of the entry, for error messages (e.g. `[3]`).
     """
 
     id: int
     category_id: int
-    segmentations: list[dict | None]
+    length: int
+    frames: list[int]
+    counts: list[bytes]
+    size: tuple[int, int]
     avg_area: float
     iscrowd: bool = False
     score: float = 0.0
     occ_score: float | None = None
     frame_areas: np.ndarray | None = None
     where: str = ""
+
+    @property
+    def segmentations(self) -> list[dict | None]:
+        """Per frame a compressed RLE `{size, counts}` (bytes counts), None where absent."""
+        out: list[dict | None] = [None] * self.length
+        size = list(self.size)
+        for t, c in zip(self.frames, self.counts):
+            out[t] = {"size": size, "counts": c}
+        return out
 
 
 @dataclass
@@ -179,8 +193,18 @@ def parse_ytvis_gt(data: Any, path: str | Path = "<gt>") -> YtvisGroundTruth:
             for t, s in enumerate(segs)
         ]
         occ = _occlusion_score(a["occlusion"], path, f"{where}.occlusion") if has_occ else None
+        frames, counts = compact_masks(rles, v, path, f"{where}.segmentations")
         track = YtvisTrack(
-            ann_id, cat, rles, _mean_truthy(areas), bool(a.get("iscrowd", 0)), occ_score=occ, where=where
+            ann_id,
+            cat,
+            len(rles),
+            frames,
+            counts,
+            (v.height, v.width),
+            _mean_truthy(areas),
+            bool(a.get("iscrowd", 0)),
+            occ_score=occ,
+            where=where,
         )
         tracks[vid].append(track)
     for vid, video_tracks in tracks.items():
@@ -188,106 +212,25 @@ def parse_ytvis_gt(data: Any, path: str | Path = "<gt>") -> YtvisGroundTruth:
     return YtvisGroundTruth(str(path), videos, cats, names, tracks, has_occ)
 
 
-# A compressed RLE string (pycocotools `rleToString`): each count is 5-bit groups + 48, groups with the 0x20
-# "more" bit ('P'..'o') followed by a last group without it ('0'..'O'). The first three counts are captured:
-# they are the ones `_rle_complement` re-encodes. pycocotools itself reads any string without complaint.
-_RLE_COUNTS = re.compile(rb"([P-o]*[0-O])([P-o]*[0-O])?([P-o]*[0-O])?(?:[0-o]*[0-O])?")
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _decode_count(token: bytes) -> int:
-    """The integer of one count of a compressed RLE string (a sign bit in the last group)."""
-    x = 0
-    for k, ch in enumerate(token):
-        x |= ((ch - 48) & 0x1F) << (5 * k)
-    return x - (1 << (5 * len(token))) if (token[-1] - 48) & 0x10 else x
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _encode_count(x: int) -> bytes:
-    """One count of a compressed RLE string, as `rleToString` writes it."""
-    out = bytearray()
-    more = True
-    while more:
-        c = x & 0x1F
-        x >>= 5
-        more = x != -1 if c & 0x10 else x != 0
-        out.append((c | (0x20 if more else 0)) + 48)
-    return bytes(out)
-
-
-def _rle_complement(counts: bytes, match: re.Match[bytes]) -> bytes:
-    """Compressed counts of the complement mask: `[0, c0, c1, c2, ...]` instead of `[c0, c1, c2, ...]`.
-
-    From the fourth count on, `rleToString` stores the difference to the count two before, which a shift
-    by one keeps; the first three are stored as they are. So the shifted string is "0", the first two
-    counts' characters, c2 - c0 re-encoded, and the rest of the string unchanged.
-    """
-    t0, t2 = match.group(1, 3)
-    if t2 is None:
-        return b"0" + counts
-    start, end = match.span(3)
-    return b"0" + counts[:start] + _encode_count(_decode_count(t2) - _decode_count(t0)) + counts[end:]
-
-
-def _areas(rles: list[dict]) -> np.ndarray:
-    """[N] int64 `mask_utils.area`, in calls of at most 255 masks: pycocotools 2.0.x sizes a scratch array
-    with `np.array((n,), dtype=np.uint8)`, which numpy 2 refuses for n > 255."""
-    return np.concatenate([mask_utils.area(rles[i : i + 255]).astype(np.int64) for i in range(0, len(rles), 255)])
-
-
-def measure_tracks(tracks: Sequence[YtvisTrack], video: YtvisVideo, path: str | Path) -> None:
-    """Check the masks of a video's tracks and set each `track.frame_areas` ([T] int64, 0 where absent).
-
-    Every mask must be a compressed RLE of the video's size whose counts add up to exactly H * W pixels:
-    pycocotools reads any string, and counts of the wrong total make its IoU wrong or never end. The
-    total is the area of the mask plus the area of its complement, both counted by pycocotools in one
-    call each for the whole video.
-    """
-    todo = [tr for tr in tracks if tr.frame_areas is None]
-    rles, complements, owner = [], [], []  # owner: (track index, frame) of each mask
+def compact_masks(segs: list, video: YtvisVideo, path: str | Path, where: str) -> tuple[list[int], list[bytes]]:
+    """The frames of `segs` that have a mask and its counts as bytes; each mask must be a compressed RLE
+    `{size, counts}` of the video's size (the string itself is checked by `measure_tracks`)."""
+    frames = [t for t, s in enumerate(segs) if s]
     size = [video.height, video.width]
-    for k, tr in enumerate(todo):
-        for t, seg in enumerate(tr.segmentations):
-            if not seg:
-                continue
-            # the common case inline (this loop sees every mask); `_check_rle_fields` words the errors
-            counts = seg.get("counts") if type(seg) is dict else None
-            if type(counts) is str and counts.isascii():
-                counts = counts.encode("ascii")
-            match = _RLE_COUNTS.fullmatch(counts) if type(counts) is bytes and seg.get("size") == size else None
-            if match is None:
-                where = f"{tr.where}.segmentations[{t}]"
-                _check_rle_fields(seg, video, path, where)
-                raise DataFormatError(
-                    path, "not a compressed RLE string (characters '0'..'o')", field=f"{where}.counts"
-                )
-            rles.append(seg)
-            complements.append({"size": size, "counts": _rle_complement(counts, match)})
-            owner.append((k, t))
-    for tr in todo:
-        tr.frame_areas = np.zeros(len(tr.segmentations), np.int64)
-    if not rles:
-        return
-    fg, bg = _areas(rles), _areas(complements)
-    wrong = np.flatnonzero(fg + bg != video.height * video.width)
-    if wrong.size:
-        i = int(wrong[0])
-        k, t = owner[i]
-        for tr in todo:
-            tr.frame_areas = None
-        raise DataFormatError(
-            path,
-            f"RLE counts cover {int(fg[i] + bg[i])} pixels, the {video.height}x{video.width} mask has "
-            f"{video.height * video.width}",
-            field=f"{todo[k].where}.segmentations[{t}].counts",
-        )
-    for (k, t), a in zip(owner, fg.tolist()):
-        todo[k].frame_areas[t] = a
+    try:  # the common case in a few comprehensions; `_check_rle_fields` finds and words an error
+        counts = [segs[t]["counts"] for t in frames]
+        if all(segs[t]["size"] == size for t in frames) and all(type(c) is str for c in counts):
+            return frames, [c.encode() for c in counts]
+    except (TypeError, KeyError, AttributeError):
+        pass
+    for t in frames:
+        _check_rle_fields(segs[t], video, path, f"{where}[{t}]")
+    counts = [segs[t]["counts"] for t in frames]
+    return frames, [c.encode() if isinstance(c, str) else c for c in counts]
 
 
 def _check_rle_fields(seg: Any, video: YtvisVideo, path: str | Path, where: str) -> None:
-    """A result segmentation must be a compressed RLE `{size, counts}` of the video's size."""
+    """A segmentation must be a compressed RLE `{size, counts}` of the video's size."""
     if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
         raise DataFormatError(path, "expected a compressed RLE {size, counts}", field=where)
     counts = seg["counts"]
@@ -296,8 +239,6 @@ def _check_rle_fields(seg: Any, video: YtvisVideo, path: str | Path, where: str)
         raise DataFormatError(path, "uncompressed RLE (counts is a list); results need compressed RLE", field=where)
     if not isinstance(counts, (str, bytes)):
         raise DataFormatError(path, f"counts must be a string, got {type(counts).__name__}", field=f"{where}.counts")
-    if isinstance(counts, str) and not counts.isascii():
-        raise DataFormatError(path, "not a compressed RLE string (characters '0'..'o')", field=f"{where}.counts")
     size = seg["size"]
     if not isinstance(size, (list, tuple)) or list(size) != [video.height, video.width]:
         # Deviation: the official code silently drops such a frame from the IoU (merge of different
@@ -305,6 +246,77 @@ def _check_rle_fields(seg: Any, video: YtvisVideo, path: str | Path, where: str)
         raise DataFormatError(
             path, f"mask size {size} differs from video {video.id} size [{video.height}, {video.width}]", field=where
         )
+
+
+def _areas(rles: list[dict]) -> np.ndarray:
+    """[N] int64 `mask_utils.area`, in calls of at most 255 masks: pycocotools 2.0.x sizes a scratch array
+    with `np.array((n,), dtype=np.uint8)`, which numpy 2 refuses for n > 255."""
+    return np.concatenate([mask_utils.area(rles[i : i + 255]).astype(np.int64) for i in range(0, len(rles), 255)])
+
+
+def _first_counts(blob: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Characters and value of the first count of each RLE string starting at `starts` in `blob` (the
+    characters minus 48, followed by at least 6 more): a count is 5-bit groups, low first, with the 0x20
+    "more" bit on all but the last, whose 0x10 bit is the sign. 0 characters where it runs past 6 groups
+    (pycocotools' C reads no longer count correctly)."""
+    groups = blob[starts[:, None] + np.arange(6)].astype(np.int64)
+    ends = groups < 32
+    n = np.where(ends.any(axis=1), ends.argmax(axis=1) + 1, 0)
+    inside = np.arange(6) < n[:, None]
+    value = (((groups & 31) << (5 * np.arange(6))) * inside).sum(axis=1)
+    last = groups[np.arange(len(n)), np.maximum(n - 1, 0)]
+    return n, value - ((last & 16) != 0) * (1 << (5 * n))
+
+
+def measure_tracks(tracks: Sequence[YtvisTrack], video: YtvisVideo, path: str | Path) -> None:
+    """Check the masks of a video's tracks and set each `track.frame_areas` ([length] int64, 0 where absent).
+
+    Every string must be a compressed RLE (characters '0'..'o', ending a count) whose counts c0, c1, ...
+    add up to exactly H * W pixels: pycocotools reads any string, and counts of the wrong total make its
+    IoU wrong or never end. pycocotools counts the area c1 + c3 + ...; for the rest it counts the area of
+    "00" + the string after c0, whose counts are 0, 0, c1, c2, c3, ... (the two zeros take the place of
+    c0; from the fourth count on a string stores differences to the count two before, which the shift by
+    one keeps, and the third, stored as it is, lands after a zero), i.e. c2 + c4 + ...; so the total is
+    area + that area + c0, for the cost of two pycocotools passes and a few numpy operations per video.
+    """
+    todo = [tr for tr in tracks if tr.frame_areas is None]
+    strings = [c for tr in todo for c in tr.counts]
+    fg = np.zeros(0, np.int64)
+    if strings:
+        lengths = np.fromiter(map(len, strings), np.int64, len(strings))
+        starts = np.cumsum(lengths) - lengths
+        blob = np.frombuffer(b"".join(strings) + b"0" * 6, np.uint8) - np.uint8(48)
+        n0, c0 = _first_counts(blob, starts)
+        bad = (lengths == 0) | (n0 == 0) | (blob[starts + lengths - 1] >= 32) | (np.maximum.reduceat(blob, starts) > 63)
+        if bad.any():  # characters outside '0'..'o', or a string that does not end a count
+            _raise_at(todo, int(np.flatnonzero(bad)[0]), path, "not a compressed RLE string (characters '0'..'o')")
+        size = [video.height, video.width]
+        fg = _areas([{"size": size, "counts": c} for c in strings])
+        rest = _areas([{"size": size, "counts": b"00" + c[k:]} for c, k in zip(strings, n0.tolist())])
+        total = fg + rest + c0
+        wrong = np.flatnonzero(total != video.height * video.width)
+        if wrong.size:
+            i = int(wrong[0])
+            _raise_at(
+                todo,
+                i,
+                path,
+                f"RLE counts cover {int(total[i])} pixels, the {video.height}x{video.width} "
+                f"mask has {video.height * video.width}",
+            )
+    k = 0
+    for tr in todo:
+        tr.frame_areas = np.zeros(tr.length, np.int64)
+        tr.frame_areas[tr.frames] = fg[k : k + len(tr.frames)]
+        k += len(tr.frames)
+
+
+def _raise_at(tracks: Sequence[YtvisTrack], i: int, path: str | Path, reason: str) -> None:
+    """`DataFormatError` naming the counts of the i-th mask of `tracks` (in track, then frame order)."""
+    for tr in tracks:
+        if i < len(tr.frames):
+            raise DataFormatError(path, reason, field=f"{tr.where}.segmentations[{tr.frames[i]}].counts")
+        i -= len(tr.frames)
 
 
 def _score(value: Any, path: str | Path, where: str) -> float:
@@ -324,11 +336,13 @@ def parse_detections(
     """Official result entries -> detections grouped by video, in file order, ids `first_id`, ... (loadRes).
 
     Detections of categories that are not in the GT are dropped silently, as the official code does.
-    `check_masks=False` leaves the masks to `measure_detections` (run later, in the worker of each video).
+    `check_masks=False` checks only the fields of each mask here and leaves its counts to `measure_detections`
+    (run later, in the worker of each video).
     A `segmentations` list shorter than its video is evaluated as the official code does (its `zip`
     stops at the shorter list), with one warning for the file.
     """
     by_video: dict[int, list[YtvisTrack]] = {}
+    checked: dict[int, list[YtvisTrack]] = {}  # every detection, those of unknown categories too
     short: list[str] = []
     for i, e in enumerate(entries):
         where = f"[{i}]"
@@ -346,11 +360,15 @@ def parse_detections(
             raise DataFormatError(path, "segmentations must be a list", field=f"{where}.segmentations")
         if len(segs) < video.length:
             short.append(f"{where} ({len(segs)} of {video.length} frames of video {vid})")
-        track = YtvisTrack(first_id + i, cat, segs, 0.0, score=score, where=where)
+        frames, counts = compact_masks(segs, video, path, f"{where}.segmentations")
+        size = (video.height, video.width)
+        track = YtvisTrack(first_id + i, cat, len(segs), frames, counts, size, 0.0, score=score, where=where)
         if check_masks:
-            measure_detections([track], video, path)
+            checked.setdefault(vid, []).append(track)
         if cat in gt.category_names:
             by_video.setdefault(vid, []).append(track)
+    for vid, tracks in checked.items():
+        measure_detections(tracks, gt.videos[vid], path)
     if short:
         more = f" and {len(short) - 1} more" if len(short) > 1 else ""
         warnings.warn(
@@ -373,40 +391,54 @@ def measure_detections(dets: Sequence[YtvisTrack], video: YtvisVideo, path: str 
 
 
 def video_iou(dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack]) -> np.ndarray:
-    """[D, G] video IoU: sum_t I_t / sum_t U_t over the zipped frames of each pair (0 where U = 0).
+    """[D, G] video IoU: sum_t I_t / sum_t U_t over the zipped frames of each pair (0 where U = 0), where it
+    reaches the lowest IoU threshold 0.5; 0 for the pairs below it (no threshold can tell them from 0).
 
-    Tracks must be measured (`frame_areas`). Intersections come from pycocotools' crowd IoU
-    (I / area(d)) times area(d), which is exact for integer pixel counts, one call per frame for the
-    tracks present there; unions are area(d) + area(g) - I over the frames both lists have.
+    Tracks must be measured (`frame_areas`). As I_t <= min(area(d), area(g)) and U_t >= max(...), a pair
+    whose sum of I so far plus the later frames' mins is below half its sum of U so far plus the later
+    frames' maxes is below 0.5, and is dropped: before the first frame (areas alone) and after each frame.
+    Intersections come from pycocotools' crowd IoU (I / area(d)) times area(d), which is exact for integer
+    pixel counts, one call per frame for the pairs still open there; unions are area(d) + area(g) - I
+    over the frames both lists have.
     """
     D, G = len(dets), len(gts)
     if D == 0 or G == 0:
         return np.zeros((D, G))
-    len_d = np.array([len(d.segmentations) for d in dets])
-    len_g = np.array([len(g.segmentations) for g in gts])
+    len_d = np.array([d.length for d in dets])
+    len_g = np.array([g.length for g in gts])
     n = int(min(len_d.max(), len_g.max()))
+    if n == 0:
+        return np.zeros((D, G))
     area_d = np.zeros((D, n), np.int64)  # per-frame areas, 0 past the end of a track
     area_g = np.zeros((G, n), np.int64)
     for k, d in enumerate(dets):
         area_d[k, : min(n, len_d[k])] = d.frame_areas[:n]
     for k, g in enumerate(gts):
         area_g[k, : min(n, len_g[k])] = g.frame_areas[:n]
+    both = np.minimum(np.minimum(len_d[:, None], len_g[None, :]), n)  # zip() stops at the shorter list
+    zipped = np.arange(n) < both[:, :, None]
+    lo = np.where(zipped, np.minimum(area_d[:, None], area_g[None]), 0)  # [D, G, n]: I_t <= lo, U_t >= hi
+    hi = np.where(zipped, np.maximum(area_d[:, None], area_g[None]), 0)
+    lo_rest, hi_rest = lo.sum(axis=2), hi.sum(axis=2)  # over the frames not done yet
+    done = np.zeros((D, G), np.int64)  # sum of I_t + U_t (= lo + hi) over the frames done
     inter = np.zeros((D, G), np.int64)
-    # only frames where some detection and some GT are both present can intersect
-    for t in np.flatnonzero((area_d > 0).any(axis=0) & (area_g > 0).any(axis=0)).tolist():
-        di = np.flatnonzero(area_d[:, t])
-        gi = np.flatnonzero(area_g[:, t])
-        crowd_iou = mask_utils.iou(
-            [dets[k].segmentations[t] for k in di], [gts[k].segmentations[t] for k in gi], [1] * len(gi)
-        )
-        inter[np.ix_(di, gi)] += np.rint(crowd_iou * area_d[di, t, None]).astype(np.int64)
-    # zip() truncates each pair to the shorter list: prefix sums of the areas, read at that length
-    both = np.minimum(np.minimum(len_d[:, None], len_g[None, :]), n)
-    cum_d = np.concatenate([np.zeros((D, 1), np.int64), np.cumsum(area_d, axis=1)], axis=1)
-    cum_g = np.concatenate([np.zeros((G, 1), np.int64), np.cumsum(area_g, axis=1)], axis=1)
-    union = np.take_along_axis(cum_d, both, axis=1) + cum_g[np.arange(G)[None, :], both] - inter
+    open_ = 2 * lo_rest >= hi_rest
+    segs_d = [d.segmentations for d in dets]
+    segs_g = [g.segmentations for g in gts]
+    for t in range(n):
+        present = open_ & (lo[:, :, t] > 0)
+        if present.any():
+            di = np.flatnonzero(present.any(axis=1))
+            gi = np.flatnonzero(present.any(axis=0))
+            crowd_iou = mask_utils.iou([segs_d[k][t] for k in di], [segs_g[k][t] for k in gi], [1] * len(gi))
+            inter[np.ix_(di, gi)] += np.rint(crowd_iou * area_d[di, t, None]).astype(np.int64)
+        lo_rest -= lo[:, :, t]
+        hi_rest -= hi[:, :, t]
+        done += lo[:, :, t] + hi[:, :, t]
+        open_ &= 2 * (inter + lo_rest) >= done - inter + hi_rest
+    union = done - inter
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        return np.where(open_ & (union > 0), inter / np.maximum(union, 1), 0.0)
 
 
 @dataclass
@@ -439,9 +471,11 @@ def _greedy_match(
     G = len(gt_ids)
     if G == 0 or n_det == 0:
         return dtm, dt_ig
+    row_max = [max(row) for row in ious]
     for ti, t in enumerate(IOU_THRESHOLDS.tolist()):
         gt_taken = [False] * G
-        for d in range(n_det):
+        # a detection with no IoU reaching the threshold matches nothing and changes nothing: skipped
+        for d in [d for d in range(n_det) if row_max[d] >= min(t, 1 - 1e-10)]:
             best = min(t, 1 - 1e-10)
             m = -1
             row = ious[d]

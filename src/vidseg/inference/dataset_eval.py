@@ -1,5 +1,8 @@
 """Predict a dataset split with a `VideoPredictor` into the official submission formats, then score it.
 
+The predictions are the official whole-video results (`VideoPredictor.predict`), written by
+`vidseg.inference.predict_split` (the loop `vidseg predict` runs).
+
 The submissions are written by the same writers as `vidseg segment` and scored by the same code as
 `vidseg eval`, so a number here is the number `vidseg eval --task ... --gt ... --pred ...` prints for the
 files left in `out_dir`:
@@ -16,18 +19,15 @@ the dataset's categories are matched to the model's classes by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vidseg.data.formats.vipseg import read_vipseg
-from vidseg.data.formats.vspw import read_vspw
-from vidseg.data.formats.ytvis import read_ytvis
-from vidseg.errors import DataFormatError
-from vidseg.evaluation.id_switches import IdSwitchCount, count_id_switches
+from vidseg.evaluation.id_switches import FrameTracks, IdSwitchCount, count_id_switches
 from vidseg.evaluation.report import Metrics, evaluate_task
-from vidseg.evaluation.submission import VipsegSubmissionWriter, VspwSubmissionWriter, YtvisSubmissionWriter
+from vidseg.inference.predict_split import predict_split, read_split
 from vidseg.inference.predictor import VideoPredictor
 from vidseg.structures import FrameResult, decode_rle
 
@@ -48,35 +48,48 @@ class SplitScores:
     id_switches: IdSwitchCount | None = None
 
 
-def _frames(video, length: int) -> list[np.ndarray]:
-    return [video.load_frame(t) for t in range(length)]
+@dataclass
+class _SwitchCounter:
+    """Identity switches over a split, fed frame by frame (`predict_split`'s `on_frame`); one video's
+    GT and predicted tracks are held until the next video starts."""
+
+    gt_tracks: Any  # (video, t) -> {gt id: [H, W] bool}
+    pred_tracks: Any  # FrameResult -> {pred id: [H, W] bool}
+    total: IdSwitchCount = field(default_factory=IdSwitchCount)
+    _video: object = None
+    _gt: list[FrameTracks] = field(default_factory=list)
+    _pred: list[FrameTracks] = field(default_factory=list)
+
+    def __call__(self, video: Any, t: int, result: FrameResult) -> None:
+        if video is not self._video:
+            self.done()
+            self._video = video
+        self._gt.append(self.gt_tracks(video, t))
+        self._pred.append(self.pred_tracks(result))
+
+    def done(self) -> IdSwitchCount:
+        if self._gt:
+            self.total = self.total + count_id_switches(self._gt, self._pred)
+        self._gt, self._pred = [], []
+        return self.total
 
 
 def evaluate_vps(predictor: VideoPredictor, gt_json: str | Path, out_dir: str | Path) -> SplitScores:
     """VPQ/STQ and thing-track ID switches of `predictor` (task vps) on a VIPSeg-format split."""
     if predictor.task != "vps":
         raise ValueError(f"evaluate_vps needs a vps predictor, got {predictor.task!r}")
-    dataset = read_vipseg(gt_json)
-    thing = {c.id for c in dataset.categories if c.isthing}
-    category_ids = [c.id for c in dataset.categories]
-    switches = IdSwitchCount()
+    split = read_split("vps", gt_json)
+    thing = {c.id for c in split.dataset.categories if c.isthing}
+
+    def gt_tracks(video: Any, t: int) -> FrameTracks:
+        pan = video.load_panoptic(t)
+        return {s.id: pan == s.id for s in video.frames[t].segments if s.category_id in thing}
+
+    switches = _SwitchCounter(gt_tracks, _thing_tracks)
     out_dir = Path(out_dir)
-    with VipsegSubmissionWriter(out_dir, category_ids=category_ids) as writer:
-        for video in dataset.videos:
-            predictor.reset()
-            gt_tracks, pred_tracks = [], []
-            results = list(predictor.run(_frames(video, len(video))))
-            if len(results) != len(video):
-                raise DataFormatError(gt_json, f"video {video.video_id}: {len(results)} results for "
-                                      f"{len(video)} frames", field="videos")
-            for t, result in enumerate(results):
-                writer.add_frame(str(video.video_id), result, file_name=Path(video.frames[t].mask_file).name)
-                pan = video.load_panoptic(t)
-                gt_tracks.append({s.id: pan == s.id for s in video.frames[t].segments if s.category_id in thing})
-                pred_tracks.append(_thing_tracks(result))
-            switches = switches + count_id_switches(gt_tracks, pred_tracks)
+    predict_split(predictor, split, out_dir, resume=False, on_frame=switches)
     metrics = evaluate_task("vps", gt_json, out_dir, workers=1)
-    return SplitScores(metrics, out_dir, switches)
+    return SplitScores(metrics, out_dir, switches.done())
 
 
 def _thing_tracks(result: FrameResult) -> dict[int, np.ndarray]:
@@ -86,33 +99,21 @@ def _thing_tracks(result: FrameResult) -> dict[int, np.ndarray]:
 
 
 def evaluate_vis(predictor: VideoPredictor, gt_json: str | Path, out_zip: str | Path) -> SplitScores:
-    """YouTube-VIS AP of `predictor` (task vis) on an instance split; model classes mapped by name."""
+    """YouTube-VIS AP of `predictor` (task vis) on an instance split; model classes mapped by name
+    (`vidseg.inference.predict_split.vis_category_ids`)."""
     if predictor.task != "vis":
         raise ValueError(f"evaluate_vis needs a vis predictor, got {predictor.task!r}")
-    dataset = read_ytvis(gt_json)
-    names = list(predictor.classes.names)
-    by_name = {c.name: c.id for c in dataset.categories}
-    missing = [c.name for c in dataset.categories if c.name not in names]
-    if missing:
-        raise DataFormatError(gt_json, f"categories {missing} are not classes of the model ({names})",
-                              field="categories")
-    # Model class k -> dataset category id; model classes the dataset lacks (e.g. stuff) are dropped.
-    category_ids = [by_name.get(n, -1) for n in names]
-    switches = IdSwitchCount()
-    with YtvisSubmissionWriter(out_zip, category_ids=category_ids) as writer:
-        for video in dataset.videos:
-            predictor.reset()
-            gt_tracks, pred_tracks = [], []
-            for t, result in enumerate(predictor.run(_frames(video, len(video)))):
-                keep = [i for i, c in enumerate(result.class_ids.tolist()) if category_ids[c] >= 0]
-                result = result.select(keep)
-                writer.add_frame(video.video_id, result)
-                gt_tracks.append({a.id: a.mask(t, video.height, video.width) for a in video.instances
-                                  if not a.iscrowd})
-                pred_tracks.append(_slot_tracks(result, len(names)))
-            switches = switches + count_id_switches(gt_tracks, pred_tracks)
+    split = read_split("vis", gt_json)
+    num_classes = len(predictor.classes.names)
+
+    def gt_tracks(video: Any, t: int) -> FrameTracks:
+        return {a.id: a.mask(t, video.height, video.width) for a in video.instances if not a.iscrowd}
+
+    switches = _SwitchCounter(gt_tracks, lambda result: _slot_tracks(result, num_classes))
+    out_zip = Path(out_zip)
+    predict_split(predictor, split, out_zip.parent, resume=False, on_frame=switches, vis_zip=out_zip.name)
     metrics = evaluate_task("vis", gt_json, out_zip, workers=1)
-    return SplitScores(metrics, Path(out_zip), switches)
+    return SplitScores(metrics, out_zip, switches.done())
 
 
 def _slot_tracks(result: FrameResult, num_classes: int) -> dict[int, np.ndarray]:
@@ -130,13 +131,8 @@ def evaluate_vss(predictor: VideoPredictor, root: str | Path, split: str, out_di
     """mIoU / mVC of `predictor` (task vss) on a VSPW-format split (raw GT labels, as shipped)."""
     if predictor.task != "vss":
         raise ValueError(f"evaluate_vss needs a vss predictor, got {predictor.task!r}")
-    dataset = read_vspw(root, split)
     out_dir = Path(out_dir)
-    writer = VspwSubmissionWriter(out_dir)
-    for video in dataset.videos:
-        predictor.reset()
-        for t, result in enumerate(predictor.run(_frames(video, len(video)))):
-            writer.add_frame(video.name, result, file_name=video.mask_files[t].name)
+    predict_split(predictor, read_split("vss", root, split), out_dir, resume=False)
     metrics = evaluate_task("vss", root, out_dir, workers=1, vspw_raw_labels=True)
     return SplitScores(metrics, out_dir)
 

@@ -49,6 +49,7 @@ from vidseg.config import DataConfig, ExperimentConfig
 from vidseg.data.annotations import Category
 from vidseg.devices import resolve_device
 from vidseg.errors import CheckpointError, ConfigError, DataFormatError
+from vidseg.inference.clip_record import ClipRecord
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.video_record import VideoRecord
 from vidseg.io.video import VideoInfo, VideoSource, open_video
@@ -335,7 +336,9 @@ class VideoPredictor:
         self._run_done = False  # set when a run()/stream() ends: its video is finished
         if getattr(self, "_record", None) is not None:
             self._record.close()
-        self._record = VideoRecord(offline=self.mode == "offline") if self.record else None
+        # Video Mask2Former keeps each frame's pixel-decoder outputs and decodes the video as a clip at the end.
+        record = ClipRecord() if self.model.is_clip else VideoRecord(offline=self.mode == "offline")
+        self._record = record if self.record else None
 
     def step(self, frame: np.ndarray, frame_index: int | None = None) -> FrameResult:
         """Online: segment and track one [H, W, 3] uint8 RGB frame of the current video.
@@ -395,14 +398,17 @@ class VideoPredictor:
         As the official code decides them once the video has ended: online models average each slot's class
         logits over the whole video and take the top-k (`inference.test_topk`, MAX_NUM) once; the offline
         model refines the whole video in one pass when it has at most `inference.refine_max_frames` frames
-        (longer videos: overlapping windows of that size, an approximation). Memory: one frame; the
-        per-frame record is on disk (see `vidseg.inference.video_record`).
+        (longer videos: overlapping windows of that size, an approximation); Video Mask2Former decodes the
+        whole video as one clip up to `inference.clip_max_frames` frames (longer: clips of that size with
+        queries matched between them, `vidseg.inference.clip_record`). Memory: one frame (Video Mask2Former:
+        one clip); the per-frame record is on disk (see `vidseg.inference.video_record`).
         """
         if self._record is None:
             raise RuntimeError("finish() needs the predictor built with record=True")
         with torch.inference_mode():
-            for result in self._record.results(self.model, self.postprocessor,
-                                               self.config.inference.refine_max_frames):
+            inf = self.config.inference
+            max_frames = inf.clip_max_frames if self.model.is_clip else inf.refine_max_frames
+            for result in self._record.results(self.model, self.postprocessor, max_frames):
                 yield self._keep_confident([result])[0]
 
     def predict(self, source: Source, *, on_error: OnError = "skip") -> Iterator[FrameResult]:

@@ -140,15 +140,35 @@ class MaskedAttentionDecoder(nn.Module):
         mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
         return normed, LayerPrediction(class_logits=self.class_head(normed), mask_logits=mask_logits)
 
+    def memory(self, multi_scale_features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:
+        """Per level: tokens [B, h*w, C] (+ level embedding), their sine position [1, h*w, C] and (h, w).
+
+        Args:
+            multi_scale_features: num_levels maps [B, C_in, h_l, w_l], coarsest first.
+        """
+        memories, memory_pos, sizes = [], [], []
+        for level in range(self.num_levels):
+            feat = multi_scale_features[level]
+            _, _, h, w = feat.shape
+            sizes.append((h, w))
+            pe = sine_position_embedding_2d(h, w, self.hidden_dim // 2, device=feat.device, dtype=feat.dtype)
+            memory_pos.append(pe.flatten(2).transpose(1, 2))
+            x = self.input_proj[level](feat).flatten(2).transpose(1, 2)
+            memories.append(x + self.level_embed.weight[level].to(x.dtype))
+        return memories, memory_pos, sizes
+
     def attention_mask(self, mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
-        """Where each query may attend at a level: mask_logits [B, Q, H/4, W/4] -> bool [B, 1, Q, h*w].
+        """Where each query may attend at a level: mask_logits [B, Q, H/4, W/4] -> bool [B, 1, Q, h*w]
+        (a clip's [B, Q, T, H/4, W/4] -> [B, 1, Q, T*h*w], every frame resized alone, tokens in (t, y, x)).
 
         The prediction is resized (bilinear) to the level and thresholded on its sigmoid; rows that would
         block every key are opened fully. No gradient flows through the mask.
         """
+        b, q = mask_logits.shape[:2]
         with torch.no_grad():
-            resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-            attend = resized.flatten(2).sigmoid() >= self.mask_threshold
+            frames = mask_logits.flatten(1, -3)  # [B, Q (x T), H/4, W/4]
+            resized = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
+            attend = resized.reshape(b, q, -1).sigmoid() >= self.mask_threshold
             attend |= ~attend.any(-1, keepdim=True)
         return attend.unsqueeze(1)
 
@@ -172,16 +192,7 @@ class MaskedAttentionDecoder(nn.Module):
                 result replaces the query position embedding for that layer.
         """
         batch = mask_features.shape[0]
-        memories, memory_pos, sizes = [], [], []
-        for level in range(self.num_levels):
-            feat = multi_scale_features[level]
-            _, _, h, w = feat.shape
-            sizes.append((h, w))
-            pe = sine_position_embedding_2d(h, w, self.hidden_dim // 2, device=feat.device, dtype=feat.dtype)
-            memory_pos.append(pe.flatten(2).transpose(1, 2))
-            x = self.input_proj[level](feat).flatten(2).transpose(1, 2)
-            memories.append(x + self.level_embed.weight[level].to(x.dtype))
-
+        memories, memory_pos, sizes = self.memory(multi_scale_features)
         if query_content is None:
             query_content = self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1)
         if query_pos is None:

@@ -36,10 +36,12 @@ from vidseg.models.video import (
     VideoFrameOutput,
     build_video_model,
 )
+from vidseg.models.video_mask2former import VideoMask2Former
 from vidseg.training.checkpoint import load_checkpoint, load_weights
 
 # The video model each training stage produces (`segmenter` checkpoints are tracked with MinVIS).
-METHOD_OF_STAGE = {"segmenter": "minvis", "tracker": "dvis_online", "refiner": "dvis_offline", "l2g": "l2g"}
+METHOD_OF_STAGE = {"segmenter": "minvis", "tracker": "dvis_online", "refiner": "dvis_offline", "l2g": "l2g",
+                   "video_mask2former": "video_mask2former"}
 
 
 @dataclass
@@ -96,7 +98,8 @@ class VideoSegmentationModel(nn.Module):
 
     Args:
         segmenter: the Mask2Former segmenter.
-        video: `MinVIS` (no parameters), `DVISOnline`, `DVISOffline` or `Local2Global`.
+        video: `MinVIS` (no parameters), `DVISOnline`, `DVISOffline`, `Local2Global` or `VideoMask2Former`
+            (no parameters; the segmenter's decoder is then its clip decoder).
         method: the `ModelConfig.method` this model implements.
     """
 
@@ -132,6 +135,11 @@ class VideoSegmentationModel(nn.Module):
     @property
     def is_offline(self) -> bool:
         return isinstance(self.video_model, DVISOffline)
+
+    @property
+    def is_clip(self) -> bool:
+        """True for Video Mask2Former: one decoder pass per clip (`vidseg.models.video_mask2former`)."""
+        return isinstance(self.video_model, VideoMask2Former)
 
     @property
     def drives_decoder(self) -> bool:
@@ -235,6 +243,8 @@ def build_model(config: ModelConfig | ExperimentConfig) -> VideoSegmentationMode
         from vidseg.models.local2global import build_local2global
 
         video: Any = build_local2global(model_cfg)
+    elif model_cfg.method == "video_mask2former":
+        video = VideoMask2Former()
     elif model_cfg.method == "segmenter":
         video = MinVIS()
     else:

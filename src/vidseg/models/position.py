@@ -1,4 +1,5 @@
-"""Position embeddings (2-D sine grid, sine of boxes/points) and the small MLP used by heads."""
+"""Position embeddings (2-D sine grid, 3-D sine grid of a clip, sine of boxes/points) and the small MLP used
+by heads."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "box_sine_embedding", "sine_position_embedding_2d"]
+__all__ = ["MLP", "box_sine_embedding", "sine_position_embedding_2d", "sine_position_embedding_3d"]
 
 
 def sine_position_embedding_2d(
@@ -39,6 +40,36 @@ def sine_position_embedding_2d(
         dim=-1,
     )
     return pos.permute(2, 0, 1).unsqueeze(0).to(dtype)
+
+
+def sine_position_embedding_3d(
+    num_frames: int,
+    height: int,
+    width: int,
+    num_feats: int,
+    *,
+    temperature: float = 10000.0,
+    scale: float = 2 * math.pi,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Normalised 3-D sine embedding of a clip of T frames of H x W (Video Mask2Former's
+    `PositionEmbeddingSine3D(num_feats, normalize=True)`, fixture README section 9.5 item 2).
+
+    pos[t, :, i, j] = `sine_position_embedding_2d`[0, :, i, j] + sine_{2F}(z_t): the time term has
+    2 * num_feats features with their own frequencies t_k = temperature ** (2 * (k // 2) / (2 * num_feats)),
+    is *added* to every channel, and is normalised by the clip length: z_t = (t + 1) / (T + 1e-6) * scale.
+    Computed in float32 and cast to `dtype`.
+
+    Returns:
+        [T, 2 * num_feats, H, W].
+    """
+    eps = 1e-6
+    z = torch.arange(1, num_frames + 1, dtype=torch.float32, device=device) / (num_frames + eps) * scale
+    pos_z = _sine(z, 2 * num_feats, temperature)  # [T, 2F]
+    pos_yx = sine_position_embedding_2d(height, width, num_feats, temperature=temperature, scale=scale,
+                                        device=device)  # [1, 2F, H, W]
+    return (pos_yx + pos_z[:, :, None, None]).to(dtype)
 
 
 def box_sine_embedding(boxes: Tensor, num_feats: int = 128, temperature: float = 10000.0) -> Tensor:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.config import ModelConfig
+from vidseg.models.clip_decoder import ClipMaskedAttentionDecoder
 from vidseg.models.decoder import MaskedAttentionDecoder, PosCallback
 from vidseg.models.outputs import SegmenterOutput
 from vidseg.models.pixel_decoder import PixelDecoder, PixelDecoderOutput
@@ -184,7 +185,9 @@ def segmenter_from_backbone(backbone: nn.Module, cfg: ModelConfig) -> Segmenter:
         dropout=pd.dropout,
     )
     num_class_logits = cfg.num_classes + 1 if cfg.classification == "softmax" else cfg.num_classes
-    decoder = MaskedAttentionDecoder(
+    # Video Mask2Former: the same decoder (same parameters) attending over whole clips.
+    decoder_class = ClipMaskedAttentionDecoder if cfg.method == "video_mask2former" else MaskedAttentionDecoder
+    decoder = decoder_class(
         in_channels=pd.hidden_dim,
         mask_dim=pd.mask_dim,
         num_class_logits=num_class_logits,

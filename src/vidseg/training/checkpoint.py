@@ -31,7 +31,7 @@ from vidseg import __version__
 from vidseg.config import ExperimentConfig, from_dict, to_dict
 from vidseg.errors import CheckpointError, ConfigError
 
-STAGES = ("segmenter", "tracker", "refiner", "l2g")
+STAGES = ("segmenter", "tracker", "refiner", "l2g", "video_mask2former")
 _FILES = ("model.safetensors", "config.json", "trainer_state.pt")
 
 

@@ -38,12 +38,12 @@ from torch import nn
 
 from vidseg.config import ExperimentConfig
 from vidseg.data.clips import ClipBatch
-from vidseg.errors import ConfigError
+from vidseg.errors import CheckpointError, ConfigError
 from vidseg.losses.criterion import SetCriterion
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets, FrameTargets
 from vidseg.models.local2global import L2GFrameOutput
-from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model, load_weights
+from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.video import VideoFrameOutput
 from vidseg.training.engine import StepOutput
@@ -53,7 +53,9 @@ from vidseg.training.stages import (
     build_criterion,
     clip_targets,
     criterion_loss,
+    load_init_weights,
     load_previous_stage,
+    load_reinit_class_heads,
     padded_input,
     unwrap,
 )
@@ -142,6 +144,10 @@ class L2GStage:
             config: experiment config with `model.method: l2g` and the sigmoid class head.
             init: optional checkpoint to start from: a `segmenter` checkpoint (loaded into the segmenter;
                 Local2Global's own modules start fresh) or an `l2g` one (e.g. after image pre-training).
+                An image pre-training checkpoint of another `num_classes` (phase 1 on COCO, phase 2 on a
+                video dataset) loads with its class heads re-initialised, listed in one log line; any other
+                checkpoint of another K needs `optim.init_skip_mismatched` (which also keeps the fresh init
+                of every other mis-shaped or missing tensor, see `load_init_weights`).
             image_pretraining: train on independent frames from the learnable global queries with the
                 segmenter frozen (see the module docstring); default `config.model.l2g.image_pretraining`.
 
@@ -159,8 +165,19 @@ class L2GStage:
             image_pretraining = config.model.l2g.image_pretraining
         model = build_model(config.model)
         if init is not None:
-            ckpt = load_previous_stage(config, init, ("segmenter", "l2g"))
-            load_weights(model.segmenter if ckpt.stage == "segmenter" else model, ckpt.state_dict, ckpt.path)
+            ckpt = load_previous_stage(config, init, ("segmenter", "l2g"), same_classes=False)
+            target = model.segmenter if ckpt.stage == "segmenter" else model
+            k_ckpt, k = ckpt.config.model.num_classes, config.model.num_classes
+            if k_ckpt == k or config.optim.init_skip_mismatched:
+                load_init_weights(target, ckpt, config)
+            elif ckpt.stage == "l2g" and ckpt.config.model.l2g.image_pretraining:
+                load_reinit_class_heads(target, ckpt, k)  # phase 1 (COCO) -> phase 2 (video)
+            else:
+                raise CheckpointError(
+                    f"{ckpt.path}: config.json: model.num_classes is {k_ckpt}, the experiment config has {k} "
+                    "(only an image pre-training checkpoint re-initialises the class heads by itself; "
+                    "set optim.init_skip_mismatched=true for this one)"
+                )
         if image_pretraining:
             model.freeze("segmenter")
             # The learnable substitutes for the global queries train with the aligner.

@@ -14,6 +14,7 @@ from vidseg.errors import ConfigError
 from vidseg.training.engine import EngineOptions, Trainer, TrainSummary
 from vidseg.training.l2g import L2GStage
 from vidseg.training.stages import STAGES, TASK_OF_INFERENCE
+from vidseg.training.video_mask2former import VideoMask2FormerStage
 
 
 def train(config: str, stage: str, out_dir: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
@@ -28,7 +29,7 @@ def train(config: str, stage: str, out_dir: str | Path, *, overrides: list[str] 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
-    stages = {**STAGES, "l2g": L2GStage}
+    stages = {**STAGES, "l2g": L2GStage, "video_mask2former": VideoMask2FormerStage}
     if stage not in stages:
         raise ConfigError(f"--stage: unknown stage {stage!r}; expected one of {', '.join(stages)}")
     if stage in ("tracker", "refiner") and init is None and not resume:

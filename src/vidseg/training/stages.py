@@ -273,6 +273,25 @@ def load_init_weights(module: nn.Module, ckpt: Checkpoint, config: ExperimentCon
                        ckpt.path, len(skipped), ", ".join(skipped))
 
 
+def load_reinit_class_heads(module: nn.Module, ckpt: Checkpoint, num_classes: int, prefix: str = "") -> list[str]:
+    """Load `ckpt` (or its `prefix.` part) into `module` strictly, except the class-head tensors (a
+    `class_head` module) whose shape differs, e.g. a checkpoint of another K: those keep the module's fresh
+    init and are listed in one log line. Returns their names.
+
+    Raises:
+        CheckpointError: any other tensor missing, unexpected or of another shape.
+    """
+    state = ckpt.state_dict if not prefix else _submodule_state(ckpt.state_dict, prefix)
+    own = module.state_dict()
+    heads = sorted(k for k in own if k in state and own[k].shape != state[k].shape
+                   and "class_head" in k.split(".")[:-1])
+    load_weights(module, {**state, **{k: own[k] for k in heads}}, ckpt.path)
+    if heads:
+        logger.warning("init %s: %d classes -> %d: re-initialised %d class-head tensors: %s", ckpt.path,
+                       ckpt.config.model.num_classes, num_classes, len(heads), ", ".join(heads))
+    return heads
+
+
 # Backbone fields that change the parameters or the computation; `pretrained`, `weights` (a path), `freeze_at`
 # and `drop_path_rate` only say how it was initialised or trained, and a converted checkpoint's path differs.
 _BACKBONE_ARCHITECTURE = ("name", "window_size")
@@ -286,16 +305,21 @@ def _architecture(config: ExperimentConfig, name: str) -> object:
 
 
 def load_previous_stage(
-    config: ExperimentConfig, init: str | Path, expected_stage: str | tuple[str, ...]
+    config: ExperimentConfig, init: str | Path, expected_stage: str | tuple[str, ...], *, same_classes: bool = True
 ) -> Checkpoint:
     """The checkpoint a stage starts from.
+
+    Args:
+        same_classes: also require the same `model.num_classes` (off: the caller re-initialises the class
+            heads, see `load_reinit_class_heads`).
 
     Raises:
         CheckpointError: a checkpoint of another stage, or with another segmenter architecture (backbone:
             `_BACKBONE_ARCHITECTURE` only).
     """
     ckpt = load_checkpoint(init, expected_stage=expected_stage)
-    for name in ("backbone", "pixel_decoder", "decoder", "num_classes", "classification", "reid_head"):
+    names = ("backbone", "pixel_decoder", "decoder", "num_classes", "classification", "reid_head")
+    for name in names if same_classes else tuple(n for n in names if n != "num_classes"):
         a, b = _architecture(config, name), _architecture(ckpt.config, name)
         if a != b:
             raise CheckpointError(f"{ckpt.path}: config.json: model.{name} is {b}, the experiment config has {a}")

