@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -538,3 +539,15 @@ def test_finish_needs_the_record(checkpoints):
     predictor.step(moving_frames(1)[0])
     with pytest.raises(RuntimeError, match="record=True"):
         list(predictor.finish())
+
+
+def test_finish_refines_a_long_video_in_windows(checkpoints):
+    loaded = load_model(checkpoints["refiner"])
+    config = replace(loaded.config, inference=replace(loaded.config.inference, refine_max_frames=4))
+    predictor = VideoPredictor(loaded.model, config, device="cpu")
+    frames = moving_frames()
+    final = list(predictor.predict(frames))
+    assert [r.frame_index for r in final] == list(range(T)) and T > 4
+    # One track set for the whole video (the windows' probabilities are averaged), in every frame.
+    assert all(r.track_ids.tolist() == final[0].track_ids.tolist() for r in final)
+    assert_same(list(predictor.predict(frames)), final)

@@ -8,6 +8,7 @@ frame back; the file is deleted on `close()`.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,6 @@ class SpillFile:
         self._file = tempfile.NamedTemporaryFile(prefix="vidseg-", suffix=".f32", dir=directory)  # noqa: SIM115
         self._shape: tuple[int, ...] | None = None
         self._count = 0
-        self._map: np.memmap | None = None
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -46,18 +46,18 @@ class SpillFile:
             raise ValueError(f"SpillFile: frame of shape {array.shape}, earlier frames {self._shape}")
         self._file.write(array.tobytes())
         self._count += 1
-        self._map = None
 
     def __getitem__(self, index: int) -> Tensor:
         """Frame `index` as a float32 tensor (a copy)."""
         if not 0 <= index < self._count:
             raise IndexError(f"frame {index} of {self._count}")
         assert self._shape is not None
-        if self._map is None:
-            self._file.flush()
-            self._map = np.memmap(self._file.name, dtype=np.float32, mode="r", shape=(self._count, *self._shape))
-        return torch.from_numpy(np.array(self._map[index]))
+        self._file.flush()
+        # pread, not a memory map: pages of a mapped file stay in the process's resident memory once read,
+        # which would make reading a whole video grow with its length.
+        size = int(np.prod(self._shape)) * 4
+        data = os.pread(self._file.fileno(), size, index * size)
+        return torch.from_numpy(np.frombuffer(data, dtype=np.float32).reshape(self._shape).copy())
 
     def close(self) -> None:
-        self._map = None
         self._file.close()

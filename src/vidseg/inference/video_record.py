@@ -105,15 +105,17 @@ class VideoRecord:
         assert isinstance(video, DVISOffline)
         device = next(model.parameters()).device
         spans = refine_spans(len(self.frame_indices), max_frames)
-        refined = [self._refine(video, start, stop, device) for start, stop, _, _ in spans]
-        # Probabilities: the frame-weighted mean over the spans (one span: exactly the official ones).
-        probs = None
-        for (_, _, emit_start, emit_stop), (class_logits, _) in zip(spans, refined):
-            p = offline_class_probs(class_logits, mean_logits) * (emit_stop - emit_start)
-            probs = p if probs is None else probs + p
-        assert probs is not None
+        # Class probabilities: the frame-weighted mean over the spans (one span: exactly the official ones).
+        # With several spans each is refined twice (once for the probabilities, once while its frames are
+        # emitted) so that at most two spans' refiner outputs are held at a time.
+        first = [self._refine(video, start, stop, device) for start, stop, _, _ in spans[:1]]
+        probs = torch.zeros(())
+        for i, (start, stop, emit_start, emit_stop) in enumerate(spans):
+            class_logits = first[0][0] if i == 0 else self._refine(video, start, stop, device)[0]
+            probs = probs + offline_class_probs(class_logits, mean_logits) * (emit_stop - emit_start)
         probs = probs / len(self.frame_indices)
-        for (start, _, emit_start, emit_stop), (_, embeddings) in zip(spans, refined):
+        for i, (start, stop, emit_start, emit_stop) in enumerate(spans):
+            embeddings = first.pop()[1] if i == 0 else self._refine(video, start, stop, device)[1]
             masks = _RefinedMasks(video, embeddings[:, emit_start - start : emit_stop - start], self._features,
                                   emit_start, device)
             yield from post.clip(probs, masks, self.frame_indices[emit_start:emit_stop], self.geometry)
