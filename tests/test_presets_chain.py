@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
+import torch.multiprocessing as mp
+from ddp import free_port, set_rank_env
 from test_data_mixing import write_vis_and_coco
 
 from vidseg.config import load_preset_or_file
 from vidseg.data.synthetic import write_synthetic_dataset
+from vidseg.training.checkpoint import latest_checkpoint
 from vidseg.training.run import train
 
 DATASETS = ["ovis", "ytvis19", "ytvis21", "vipseg", "vspw"]
@@ -45,7 +49,7 @@ def _chain(dataset: str, root, out, extra: list[str], max_frames: int) -> None:
         summary = train(preset, stage, out / stage, overrides=overrides, device="cpu", init=init,
                         checkpoint_every=100)
         assert summary.iteration == 2
-        init = summary.last_checkpoint
+        init = latest_checkpoint(out / stage)  # every rank: only rank 0's summary names the file it wrote
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -97,9 +101,14 @@ def _l2g_chain(dataset: str, data: dict, out, extra: list[str], caplog) -> None:
     mixing = (f"data.mix=[{{format: coco, root: {root}, annotations: {coco}, ratio: {mix.ratio}, "
               f"class_map: {mix.class_map}}}]")
     video = [f"data.train_root={root}", f"data.train_annotations={data['ytvis']}", mixing]
+    if caplog is None:  # a DDP worker: the log line is checked by the single-process chains
+        phase2 = train(preset, "l2g", out / "video", overrides=L2G_DATA + extra + video, device="cpu",
+                       init=latest_checkpoint(out / "coco"), checkpoint_every=100)
+        assert phase2.iteration == 2
+        return
     with caplog.at_level(logging.WARNING, logger="vidseg.training.stages"):
         phase2 = train(preset, "l2g", out / "video", overrides=L2G_DATA + extra + video, device="cpu",
-                       init=phase1.last_checkpoint, checkpoint_every=100)
+                       init=latest_checkpoint(out / "coco"), checkpoint_every=100)
     assert phase2.iteration == 2
     k = load_preset_or_file(preset).model.num_classes
     (line,) = [r.getMessage() for r in caplog.records if "class-head" in r.getMessage()]
@@ -150,3 +159,24 @@ def test_l2g_class_heads_reinit_only_after_image_pretraining_or_when_asked(tmp_p
     loaded = L2GStage.from_config(same, video).model.state_dict()
     assert not caplog.records
     assert all(loaded[k].equal(v) for k, v in load_checkpoint(video).state_dict.items())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Both chain kinds at R50 under two DDP processes (gloo), as `torchrun --nproc_per_node 2` runs them
+
+
+def _ddp_chain_worker(rank: int, world: int, port: int, kind: str, dataset: str, data, out) -> None:
+    set_rank_env(rank, world, port)
+    extra = ["model.decoder.num_queries=20", "optim.batch_size=2"]
+    if kind == "mvc_oma":
+        _chain(dataset, data, out, extra, max_frames=3)
+    else:
+        _l2g_chain(dataset, data, out, extra, None)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "dataset"), [("mvc_oma", d) for d in DATASETS] + [("l2g", d) for d in L2G_DATASETS])
+def test_r50_chains_train_under_two_ddp_processes(kind, dataset, synth, vis_coco, tmp_path):
+    data = synth if kind == "mvc_oma" else vis_coco[L2G_VOCABULARY[dataset]]
+    mp.spawn(_ddp_chain_worker, args=(2, free_port(), kind, dataset, data, tmp_path), nprocs=2, join=True)

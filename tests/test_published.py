@@ -33,3 +33,21 @@ def test_train_refiner_from_a_converted_dvis_plus_tracker(tmp_path) -> None:
     summary = train("mvc_oma/vipseg_r50_refiner", "refiner", tmp_path / "run", overrides=overrides, device="cpu",
                     init=tmp_path / "converted", checkpoint_every=100)
     assert summary.iteration == 1
+
+
+@pytest.mark.slow
+def test_segmenter_stage_starts_from_a_converted_coco_mask2former(tmp_path) -> None:
+    import pickle
+
+    folder = fixture("m2f_r50_coco_panoptic")
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": official_state_dict(folder), "__author__": "test"}, f)
+    convert_weights("detectron2", tmp_path / "model_final.pkl", tmp_path / "coco", dataset="coco_panoptic")
+    write_synthetic_dataset(tmp_path / "synth", 2, 4, 64, 96, formats=("vipseg",), seed=1)
+    root = tmp_path / "synth" / "vipseg"
+    overrides = [f"data.train_root={root}", f"data.val_root={root}", "data.min_size=[64]", "data.max_size=96",
+                 "data.num_workers=0", "optim.batch_size=2", "optim.max_iters=1", "optim.amp=none",
+                 "optim.init_skip_mismatched=true"]  # K 133 -> 124 and the new re-id head: re-initialised
+    summary = train("mvc_oma/vipseg_r50_segmenter", "segmenter", tmp_path / "run", overrides=overrides,
+                    device="cpu", init=tmp_path / "coco", checkpoint_every=100)
+    assert summary.iteration == 1
