@@ -5,7 +5,7 @@ Local2Global model around it (aligner 3 layers / FFN 1024), then times, alternat
 affects all alike, the median milliseconds of:
 
 * `segmenter`: the plain segmenter on one frame (`Segmenter.forward`),
-* `l2g`: one streaming Local2Global step (`Local2Global.step_images`) in steady state (from frame 2 on, so
+* `l2g`: one streaming Local2Global step (`Local2Global.step`) in steady state (from frame 2 on, so
   the propagated queries and the trajectory embedding are used),
 * `l2g_no_aligner`: the same with the aligner switched off (plain query propagation with box PE),
 * and, on one shared encoder output, the decoder alone vs the Local2Global part (selection + aligner + box
@@ -66,7 +66,7 @@ def bench(cfg: ModelConfig, images: torch.Tensor, device: torch.device, iters: i
     def steady_state(model: Local2Global):
         state = model.init_state()
         for _ in range(2):
-            _, _, state = model.step_images(segmenter, images, state)
+            _, state = model.step(segmenter, images, state)
         return state
 
     with torch.inference_mode():
@@ -74,8 +74,8 @@ def bench(cfg: ModelConfig, images: torch.Tensor, device: torch.device, iters: i
         encoded = segmenter.encode(segmenter.normalize(images))
         frame = {
             "segmenter": lambda: segmenter(images),
-            "l2g": lambda: l2g.step_images(segmenter, images, state),
-            "l2g_no_aligner": lambda: plain.step_images(segmenter, images, plain_state),
+            "l2g": lambda: l2g.step(segmenter, images, state),
+            "l2g_no_aligner": lambda: plain.step(segmenter, images, plain_state),
         }
         heads = {
             "decoder": lambda: segmenter.decode(encoded),

@@ -36,9 +36,9 @@ import numpy as np
 import torch
 
 from vidseg.config import apply_overrides, load_preset_or_file
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.io.video import VideoWriter
 from vidseg.models.model import build_model
-from vidseg.training.checkpoint import save_checkpoint
 
 MODES = {"online": ("dvis_online", "tracker"), "offline": ("dvis_offline", "refiner")}
 TASKS = ("vis", "vps", "vss")

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import torch
 
+from vidseg.io.checkpoint import load_weights
 from vidseg.models.convert import convert_hf_state_dict, model_config_from_hf
 from vidseg.models.segmenter import build_segmenter
-from vidseg.training.checkpoint import load_weights
 
 _SWIN = {
     "swin_t": dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24]),

@@ -16,8 +16,8 @@ import tempfile
 
 import torch
 
+from vidseg.io.checkpoint import load_checkpoint
 from vidseg.models.segmenter import build_segmenter
-from vidseg.training.checkpoint import load_checkpoint
 from vidseg.training.evaluate import evaluate_segmenter_vps
 
 KEYS = ("VPQ", "VPQ_thing", "VPQ_stuff", "STQ", "AQ", "SQ")

@@ -78,7 +78,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = stage.loss(stage.model, batch)
+                out = stage.loss(stage.model, batch, i)
             opt.zero_grad(set_to_none=True)
             out.loss.float().backward()
             opt.step()

@@ -29,7 +29,8 @@ import torch
 
 from vidseg.config import BackboneConfig, ModelConfig
 from vidseg.inference.predictor import strip_for_refiner
-from vidseg.models.model import ModelStep, build_model
+from vidseg.models.model import build_model
+from vidseg.models.video import ModelStep
 
 
 def _sync(device: torch.device) -> None:
@@ -84,7 +85,7 @@ def main() -> None:
             t_seg, seg = _timed(lambda: model.segmenter(images), device)
             # The tracker alone on that segmenter output: its cost without the segmenter's run-to-run noise.
             t_trk, (_, tracker_state) = _timed(
-                lambda o=seg, s=tracker_state: model.video_model.step(o, s), device
+                lambda o=seg, s=tracker_state: model.video.online.track(o, s), device
             )
             t_step, (step, state) = _timed(lambda s=state: model.step(images, s), device)
             if i >= args.warmup:

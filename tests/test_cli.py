@@ -45,7 +45,8 @@ def test_demo_writes_overlay_of_the_bundled_clip_with_the_bundled_model(tmp_path
 
 def test_demo_overlay_frame_shows_the_tracked_object_masked(tmp_path):
     """A middle frame of the overlay colours the predicted object (a non-trivial area) and leaves the rest."""
-    from vidseg.demo import DEFAULT_MIN_SCORE, DEMO_CLIP, DEMO_MODEL, run_demo
+    from vidseg.bundled import DEMO_CLIP, DEMO_MODEL
+    from vidseg.demo import DEFAULT_MIN_SCORE, run_demo
     from vidseg.inference.predictor import VideoPredictor
     from vidseg.inference.segment import confident
 

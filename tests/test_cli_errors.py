@@ -20,9 +20,9 @@ from PIL import Image
 from test_predictor import moving_frames, tiny_config
 
 from vidseg.cli import _default_threads, main
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.io.video import VideoWriter, open_video
 from vidseg.models.model import build_model
-from vidseg.training.checkpoint import save_checkpoint
 
 H, W = 48, 72
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -20,10 +20,10 @@ from test_predictor import _corrupt, _write_mp4, moving_frames, tiny_config
 
 from vidseg.cli import main
 from vidseg.evaluation.ytvis import parse_detections, parse_ytvis_gt
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.io.video import VideoWriter
 from vidseg.models.model import build_model
 from vidseg.structures import rgb_to_panoptic
-from vidseg.training.checkpoint import save_checkpoint
 
 FRAMES, H, W = 12, 48, 72
 
@@ -164,7 +164,7 @@ def test_wrong_checkpoint_path_exits_2_with_one_line(clip, tmp_path):
 
 
 def test_missing_weights_and_bad_mode_are_one_line_errors(ckpts, clip, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("vidseg.inference.predictor.default_weights", lambda: None)
+    monkeypatch.setattr("vidseg.bundled.default_weights", lambda: None)
     assert _segment(str(clip), "--out", str(tmp_path / "o")) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "vidseg segment: error: --weights is required: vidseg bundles no trained model"

@@ -8,18 +8,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidseg.config import DataConfig
-from vidseg.data.annotations import Category, VideoAnnotation, VisDataset
+from vidseg.data.annotations import VideoAnnotation, VisDataset
 from vidseg.data.build import build_clip_dataset
 from vidseg.data.clips import ClipDataset, collate_clips, sample_frame_indices
 from vidseg.data.formats.vipseg import read_vipseg
 from vidseg.data.formats.vspw import read_vspw
 from vidseg.data.formats.ytvis import make_track, read_ytvis
-from vidseg.data.imageio import write_jpeg
 from vidseg.data.sources import InstanceSource, PanopticSource, SemanticSource, open_source
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.data.transforms import AugParams, ClipAugment, apply_image, apply_masks, jitter_color
 from vidseg.errors import ConfigError
+from vidseg.io.imageio import write_jpeg
 from vidseg.structures import encode_rle
+from vidseg.types import Category
 
 
 @pytest.fixture(scope="module")

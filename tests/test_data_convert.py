@@ -10,8 +10,8 @@ import pytest
 from vidseg.cli import main
 from vidseg.data.convert import convert_to_ytvis
 from vidseg.data.formats.ytvis import read_ytvis
-from vidseg.data.imageio import davis_palette, write_jpeg, write_png
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import davis_palette, write_jpeg, write_png
 
 
 def _masks(t: int, h: int = 24, w: int = 32) -> np.ndarray:

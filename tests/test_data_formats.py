@@ -27,13 +27,13 @@ from vidseg.data.formats.coco import (
 from vidseg.data.formats.davis import read_davis, write_davis_sequence
 from vidseg.data.formats.panoptic import segments_from_panoptic, write_panoptic_png
 from vidseg.data.formats.vipseg import read_vipseg
-from vidseg.data.formats.vspw import read_vspw, to_train_ids, write_vspw_meta, write_vspw_video
+from vidseg.data.formats.vspw import read_vspw, write_vspw_meta, write_vspw_video
 from vidseg.data.formats.ytvis import make_track, read_ytvis, write_ytvis
-from vidseg.data.imageio import read_label_png, write_jpeg
 from vidseg.data.segmentation import to_compressed_rle, to_uncompressed_rle
 from vidseg.data.synthetic import CLASS_NAMES, generate_video, video_seed, write_synthetic_dataset
 from vidseg.data.validate import validate_dataset
-from vidseg.structures import decode_rle, encode_rle
+from vidseg.io.imageio import read_label_png, write_jpeg
+from vidseg.structures import decode_rle, encode_rle, remap_raw_vspw_labels
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +160,9 @@ def test_vspw_roundtrip_and_remap(synth, tmp_path):
     assert ds.class_names == list(CLASS_NAMES)
     video = generate_video(video_seed(7, 2), 5, 48, 64)
     for t in range(5):
-        np.testing.assert_array_equal(to_train_ids(ds.videos[0].load_mask(t)), video.semantic[t])
+        np.testing.assert_array_equal(remap_raw_vspw_labels(ds.videos[0].load_mask(t)), video.semantic[t])
     raw = np.array([[0, 1, 124, 255]], np.uint8)
-    np.testing.assert_array_equal(to_train_ids(raw), [[255, 0, 123, 255]])
+    np.testing.assert_array_equal(remap_raw_vspw_labels(raw), [[255, 0, 123, 255]])
     # writer on its own, with the split lists newline-terminated
     masks = [np.array([[0, 1], [2, 255]], np.uint8)] * 2
     write_vspw_video(tmp_path, "clip", [np.zeros((2, 2, 3), np.uint8)] * 2, masks)
@@ -259,3 +259,21 @@ def test_cutie_judo_warns_and_pads_mask(shared_data):
     report = validate_dataset(shared_data / "cutie_judo", "davis")  # images/ + masks/ found by default
     assert report.usable and report.num_videos == 1 and report.num_instances == 4
     assert any("853x480" in w for w in report.warnings)
+
+
+def test_label_and_panoptic_pngs_read_as_the_official_scripts_do(tmp_path):
+    """One reader for the datasets and the evaluators: `np.array(Image.open(path))`, single channel."""
+    from vidseg.errors import DataFormatError
+    from vidseg.io.imageio import read_id_png
+
+    labels = np.array([[0, 1], [1, 0]], bool)
+    Image.fromarray(labels).save(tmp_path / "bits.png")  # mode "1": uint8 0/1, not bool, not 0/255
+    got = read_label_png(tmp_path / "bits.png")
+    assert got.dtype == np.uint8 and got.tolist() == [[0, 1], [1, 0]]
+    rgb = np.array([[[1, 2, 3], [0, 0, 0]]], np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "pan.png")
+    assert read_id_png(tmp_path / "pan.png").tolist() == [[1 + 2 * 256 + 3 * 65536, 0]]
+    with pytest.raises(DataFormatError, match="single-channel"):
+        read_label_png(tmp_path / "pan.png")
+    with pytest.raises(DataFormatError, match="RGB panoptic"):
+        read_id_png(tmp_path / "bits.png")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vidseg.config import DataConfig, MixSource, apply_overrides, load_preset_or_file
-from vidseg.data.annotations import Category, InstanceTrack, VideoAnnotation, VisDataset
+from vidseg.data.annotations import InstanceTrack, VideoAnnotation, VisDataset
 from vidseg.data.build import build_clip_dataset
 from vidseg.data.catalog import class_map, vocabulary
 from vidseg.data.formats.coco import write_coco_instances
@@ -19,6 +19,7 @@ from vidseg.data.mixing import MixedClipDataset, mix_counts, remap_classes, reso
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.errors import ConfigError
 from vidseg.training.engine import ResumableBatchSampler
+from vidseg.types import Category
 
 # Synthetic thing class k (disc, box, triangle, ring) -> a COCO category; toothbrush maps to no VIS class.
 COCO_CATEGORIES = ((1, "person"), (3, "car"), (17, "cat"), (90, "toothbrush"))

@@ -11,8 +11,9 @@ from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.errors import DataFormatError
 from vidseg.evaluation.report import evaluate_task
 from vidseg.inference.dataset_eval import evaluate_vis, evaluate_vps, evaluate_vss
-from vidseg.inference.predictor import ClassInfo, VideoPredictor
+from vidseg.inference.predictor import VideoPredictor
 from vidseg.models.model import build_model
+from vidseg.types import ClassInfo
 
 TINY = ["model.pixel_decoder.hidden_dim=32", "model.pixel_decoder.mask_dim=32", "model.pixel_decoder.ffn_dim=64",
         "model.pixel_decoder.num_layers=1", "model.decoder.hidden_dim=32", "model.decoder.ffn_dim=64",

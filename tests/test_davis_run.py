@@ -22,9 +22,9 @@ from vidseg.config import (
 from vidseg.data.build import build_clip_dataset, davis_sequences
 from vidseg.data.formats.davis import write_davis_sequence
 from vidseg.errors import CheckpointError, DataFormatError
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.models.model import load_model
 from vidseg.models.segmenter import build_segmenter
-from vidseg.training.checkpoint import save_checkpoint
 from vidseg.training.export import export_checkpoint
 
 RUN_B = "mask2former/davis_effnet_lite0"
@@ -201,7 +201,7 @@ def test_export_unknown_dtype_is_value_error(tmp_path):
 
 
 def test_bundled_demo_model_is_a_small_fp16_run_b_checkpoint():
-    from vidseg.demo import DEMO_CLIP, DEMO_MODEL
+    from vidseg.bundled import DEMO_CLIP, DEMO_MODEL
 
     size = sum(f.stat().st_size for f in DEMO_MODEL.iterdir())
     assert size <= 25 * 2**20
@@ -216,7 +216,6 @@ def test_bundled_demo_model_is_a_small_fp16_run_b_checkpoint():
 
 
 def test_segment_defaults_to_the_bundled_model():
-    from vidseg.demo import DEMO_MODEL
-    from vidseg.inference.predictor import default_weights
+    from vidseg.bundled import DEMO_MODEL, default_weights
 
     assert default_weights() == DEMO_MODEL

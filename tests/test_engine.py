@@ -13,7 +13,8 @@ from torch import nn
 
 from vidseg.config import ExperimentConfig, OptimConfig, apply_overrides
 from vidseg.errors import CheckpointError
-from vidseg.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vidseg.io.checkpoint import load_checkpoint, save_checkpoint
+from vidseg.training.checkpoint import latest_checkpoint
 from vidseg.training.engine import EngineOptions, ResumableBatchSampler, StepOutput, Trainer, TrainingError
 from vidseg.training.optim import build_optimizer, lr_factor, scale_for_batch
 
@@ -47,7 +48,7 @@ class Net(nn.Module):
         return self.head(self.drop(torch.relu(self.backbone(x)))).squeeze(-1)
 
 
-def mse(model, batch):
+def mse(model, batch, iteration=0):
     x, y = batch
     loss = ((model(x) - y) ** 2).mean()
     return StepOutput(loss, {"mse": loss.item()})
@@ -91,10 +92,22 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_loss_is_told_the_iteration_also_after_resume(tmp_path):
+    seen = []
+
+    def loss(model, batch, iteration):
+        seen.append(iteration)
+        return mse(model, batch)
+
+    _trainer(tmp_path, loss_fn=loss).fit(max_iters=3)
+    _trainer(tmp_path, _config(grad_accumulation=2), loss_fn=loss).fit(resume=True)
+    assert seen == [0, 1, 2, 3, 3, 4, 4, 5, 5]  # every micro-batch of an update gets its index
+
+
 def test_sigterm_leaves_loadable_checkpoint(tmp_path):
     calls = []
 
-    def loss_then_signal(model, batch):
+    def loss_then_signal(model, batch, iteration):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -108,7 +121,7 @@ def test_sigterm_leaves_loadable_checkpoint(tmp_path):
 
 
 def test_nonfinite_loss_skips_then_stops_keeping_good_weights(tmp_path):
-    def nan_loss(model, batch):
+    def nan_loss(model, batch, iteration):
         out = mse(model, batch)
         return StepOutput(out.loss * float("nan"))
 
@@ -140,7 +153,7 @@ def test_pickle_with_code_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "c", Net().state_dict(), ExperimentConfig(), "segmenter", 1, {})
     torch.save({"evil": Regression}, path / "trainer_state.pt")
     manifest = json.loads((path / "manifest.json").read_text())
-    from vidseg.training.checkpoint import _sha256
+    from vidseg.io.checkpoint import _sha256
 
     manifest["sha256"]["trainer_state.pt"] = _sha256(path / "trainer_state.pt")
     (path / "manifest.json").write_text(json.dumps(manifest))
@@ -233,7 +246,7 @@ class EpochDraws(torch.utils.data.Dataset):
 def test_trainer_hands_epoch_keys_to_epoch_aware_datasets_in_worker_processes(tmp_path):
     seen = []
 
-    def record(model, batch):
+    def record(model, batch, iteration):
         x, epoch = batch
         seen.append(epoch.tolist())
         return StepOutput(model.weight.sum())

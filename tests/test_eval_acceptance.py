@@ -12,11 +12,10 @@ import pytest
 from PIL import Image
 
 from vidseg.cli import main
-from vidseg.evaluation._files import read_id_png, read_label_png
-from vidseg.evaluation.submission import VipsegSubmissionWriter, VspwSubmissionWriter, YtvisSubmissionWriter
-from vidseg.evaluation.vspw import remap_raw_vspw_labels
+from vidseg.evaluation.submission import VideoKey, VipsegSubmissionWriter, VspwSubmissionWriter, YtvisSubmissionWriter
 from vidseg.evaluation.ytvis import IOU_THRESHOLDS, RECALL_THRESHOLDS, YtvisGroundTruth
-from vidseg.structures import FrameResult, PanopticSegment, decode_rle
+from vidseg.io.imageio import read_id_png, read_label_png
+from vidseg.structures import FrameResult, PanopticSegment, decode_rle, remap_raw_vspw_labels
 
 PERFECT_ONE = 1.0 / (1.0 + np.spacing(1))  # precision of a single TP: tp / (tp + fp + eps)
 
@@ -53,41 +52,9 @@ def expected_perfect_ap(gt: YtvisGroundTruth) -> float:
     return float(np.mean(arr[arr > -1]))
 
 
-def test_ytvis_gt_against_itself(synthetic, tmp_path, capsys):
-    gt_path = synthetic / "ytvis" / "val" / "instances.json"
-    gt = YtvisGroundTruth.load(gt_path)
-    with YtvisSubmissionWriter(tmp_path / "submission.zip") as w:
-        for vid, tracks in gt.tracks.items():
-            w.add_entries(
-                [
-                    {
-                        "video_id": vid,
-                        "category_id": t.category_id,
-                        "score": 1.0,
-                        "segmentations": [
-                            None if r is None else {"size": r["size"], "counts": r["counts"].decode()}
-                            for r in t.segmentations
-                        ],
-                    }
-                    for t in tracks
-                    if not t.iscrowd
-                ]
-            )
-    with zipfile.ZipFile(tmp_path / "submission.zip") as z:
-        assert z.namelist() == ["results.json"]
-    m = cli_eval("vis", gt_path, tmp_path / "submission.zip", tmp_path / "m.json")
-    assert set(m) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"}
-    assert m["AP"] == expected_perfect_ap(gt) and m["AR10"] == 1.0
-    assert "AP" in capsys.readouterr().out
-    o = cli_eval("ovis", gt_path, tmp_path / "submission.zip", tmp_path / "o.json")
-    assert o["AP"] == m["AP"] and "APso" in o
-
-
-def test_ytvis_streamed_frame_results(synthetic, tmp_path):
-    """A predictor's FrameResults streamed into the writer (frame by frame) give the same perfect AP."""
-    gt_path = synthetic / "ytvis" / "val" / "instances.json"
-    gt = YtvisGroundTruth.load(gt_path)
-    with YtvisSubmissionWriter(tmp_path / "s.zip") as w:
+def write_gt_as_results(gt: YtvisGroundTruth, out: Path) -> None:
+    """The GT tracks (crowd left out) as results of score 1, streamed frame by frame into the writer."""
+    with YtvisSubmissionWriter(out) as w:
         for vid, tracks in gt.tracks.items():
             tracks = [t for t in tracks if not t.iscrowd]
             for f in range(gt.videos[vid].length):
@@ -98,13 +65,27 @@ def test_ytvis_streamed_frame_results(synthetic, tmp_path):
                     else np.zeros((0, gt.videos[vid].height, gt.videos[vid].width), bool)
                 )
                 w.add_frame(
-                    vid,
+                    VideoKey(str(vid), vid),
                     FrameResult.from_masks(
                         f, masks, [t.id for t in present], [t.category_id - 1 for t in present], [1.0] * len(present)
                     ),
                 )
-    m = cli_eval("vis", gt_path, tmp_path / "s.zip", tmp_path / "m.json")
-    assert m["AP"] == expected_perfect_ap(gt)
+
+
+def test_ytvis_gt_against_itself(synthetic, tmp_path, capsys):
+    gt_path = synthetic / "ytvis" / "val" / "instances.json"
+    gt = YtvisGroundTruth.load(gt_path)
+    write_gt_as_results(gt, tmp_path / "submission.zip")
+    with zipfile.ZipFile(tmp_path / "submission.zip") as z:
+        assert z.namelist() == ["results.json"]
+    m = cli_eval("vis", gt_path, tmp_path / "submission.zip", tmp_path / "m.json")
+    assert set(m) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10"}
+    assert m["AP"] == expected_perfect_ap(gt) and m["AR10"] == 1.0
+    assert "AP" in capsys.readouterr().out
+    o = cli_eval("ovis", gt_path, tmp_path / "submission.zip", tmp_path / "o.json")
+    assert o["AP"] == m["AP"] and "APso" in o
+    # The JSON beside the zip alone scores the same.
+    assert cli_eval("vis", gt_path, tmp_path / "submission.json", tmp_path / "j.json")["AP"] == m["AP"]
 
 
 def test_vipseg_gt_against_itself(synthetic, tmp_path):
@@ -116,7 +97,7 @@ def test_vipseg_gt_against_itself(synthetic, tmp_path):
                 ids = read_id_png(root / "panomasksRGB" / video["video_id"] / frame["file_name"])
                 segs = [PanopticSegment(s["id"], s["category_id"], False) for s in frame["segments_info"]]
                 fr = FrameResult(t, *ids.shape, panoptic=ids.astype(np.int32), segments=segs)
-                w.add_frame(video["video_id"], fr, frame["file_name"])
+                w.add_frame(VideoKey(video["video_id"]), fr, frame["file_name"])
     m = cli_eval("vps", root, tmp_path / "sub", tmp_path / "m.json")
     assert (m["VPQ"], m["VPQ_thing"], m["VPQ_stuff"]) == (100.0, 100.0, 100.0)
     assert (m["STQ"], m["AQ"], m["SQ"]) == (1.0, 1.0, 1.0)
@@ -129,7 +110,8 @@ def test_vspw_gt_against_itself(synthetic, tmp_path):
     for name in (root / "val.txt").read_text().split():
         for f in sorted((root / "data" / name / "mask").iterdir()):
             sem = remap_raw_vspw_labels(read_label_png(f)).astype(np.int32)
-            w.add_frame(name, np.where(sem == 255, 0, sem), f.name)  # a model labels every pixel
+            fr = FrameResult(0, *sem.shape, semantic=np.where(sem == 255, 0, sem))  # a model labels every pixel
+            w.add_frame(VideoKey(name), fr, f.name)
     m = cli_eval("vss", root, tmp_path / "sub", tmp_path / "m.json")
     assert (m["mIoU"], m["mVC8"], m["mVC16"]) == (1.0, 1.0, 1.0)
     assert m["num_windows"] == {"VC8": 2 * (18 - 8), "VC16": 2 * (18 - 16)}  # 2 val videos, T - k windows each
@@ -137,7 +119,7 @@ def test_vspw_gt_against_itself(synthetic, tmp_path):
 
 def test_vspw_writer_maps_void_and_cli_reports_user_errors(tmp_path, capsys):
     w = VspwSubmissionWriter(tmp_path)
-    p = w.add_frame("v", FrameResult(0, 2, 2, semantic=np.array([[0, 5], [-1, 123]], np.int32)))
-    assert np.array(Image.open(p)).tolist() == [[0, 5], [255, 123]] and p.name == "00000.png"
+    w.add_frame(VideoKey("v"), FrameResult(0, 2, 2, semantic=np.array([[0, 5], [-1, 123]], np.int32)))
+    assert np.array(Image.open(tmp_path / "v" / "00000.png")).tolist() == [[0, 5], [255, 123]]
     assert main(["eval", "--task", "vps", "--gt", str(tmp_path / "missing"), "--pred", str(tmp_path)]) == 2
     assert "error" in capsys.readouterr().err

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation.pq import Category
 from vidseg.evaluation.stq import stq_from_label_maps
 from vidseg.evaluation.vipseg import VipsegEvaluator, evaluate_vipseg
 from vidseg.structures import FrameResult, PanopticSegment, panoptic_to_rgb
+from vidseg.types import Category
 
 # category 0, 1: stuff; 2, 3: things
 CATS = [Category(0, "sky", False), Category(1, "road", False), Category(2, "car", True), Category(3, "person", True)]

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation.vspw import VspwEvaluator, evaluate_vspw, remap_raw_vspw_labels
-from vidseg.structures import FrameResult
+from vidseg.evaluation.vspw import VspwEvaluator, evaluate_vspw
+from vidseg.structures import FrameResult, remap_raw_vspw_labels
 
 
 def vc_reference(gts: list[np.ndarray], preds: list[np.ndarray], k: int) -> list[float]:

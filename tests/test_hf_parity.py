@@ -10,6 +10,7 @@ transformers = pytest.importorskip("transformers")
 from vidseg.cli import main  # noqa: E402
 from vidseg.config import BackboneConfig, ModelConfig  # noqa: E402
 from vidseg.errors import CheckpointError  # noqa: E402
+from vidseg.io.checkpoint import load_weights  # noqa: E402
 from vidseg.models.backbones.swin import SwinTransformer  # noqa: E402
 from vidseg.models.convert import (  # noqa: E402
     convert_hf_state_dict,
@@ -17,7 +18,6 @@ from vidseg.models.convert import (  # noqa: E402
 )
 from vidseg.models.model import load_model  # noqa: E402
 from vidseg.models.segmenter import build_segmenter, segmenter_from_backbone  # noqa: E402
-from vidseg.training.checkpoint import load_weights  # noqa: E402
 
 TOL = 1e-4
 SWIN = dict(embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4], window_size=4)

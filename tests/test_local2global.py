@@ -23,13 +23,14 @@ from vidseg.config import (
 )
 from vidseg.data.clips import ClipBatch, FrameTarget
 from vidseg.errors import CheckpointError, ConfigError
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets
 from vidseg.models.boxes import mask_to_box
 from vidseg.models.local2global import L2GFrameOutput, L2GState, Local2Global, build_local2global
-from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model
+from vidseg.models.model import VideoSegmentationModel, build_model
 from vidseg.models.outputs import LayerPrediction
-from vidseg.training.checkpoint import save_checkpoint
+from vidseg.models.video import ClipForward, run_sequence
 from vidseg.training.l2g import L2GStage, appeared_targets
 from vidseg.training.optim import build_optimizer
 
@@ -72,14 +73,21 @@ class Capture:
         self.handle.remove()
 
 
+def run(l2g: Local2Global, segmenter, frames, state: L2GState | None = None):
+    """`step` over [B, 3, H, W] frames: (frame outputs, state after the last)."""
+    steps, state = run_sequence(lambda images, st: l2g.step(segmenter, images, st), frames,
+                                l2g.init_state() if state is None else state)
+    return [s.frame for s in steps], state
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The online model
 
 
 def test_step_shapes_slot_identity_and_state():
     model = tiny_model().eval()
-    l2g = model.video_model
-    assert isinstance(l2g, Local2Global) and model.drives_decoder
+    l2g = model.video
+    assert isinstance(l2g, Local2Global)
     state = model.init_state()
     assert isinstance(state, L2GState) and state.queries is None
     with torch.no_grad():
@@ -100,12 +108,12 @@ def test_step_shapes_slot_identity_and_state():
 
 def test_first_frame_uses_the_learned_queries_then_propagates_queries_and_trajectory():
     model = tiny_model().eval()
-    l2g, decoder = model.video_model, model.segmenter.decoder
+    l2g, decoder = model.video, model.segmenter.decoder
     aligner = Capture(l2g.aligner)
     frames = video(2)
     with torch.no_grad():
-        _, _, state0 = l2g.step_images(model.segmenter, frames[0], l2g.init_state())
-        l2g.step_images(model.segmenter, frames[1], state0)
+        _, state0 = l2g.step(model.segmenter, frames[0], l2g.init_state())
+        l2g.step(model.segmenter, frames[1], state0)
         g0, _, gpos0, lpos0 = aligner.calls[0][0][:4]
         assert torch.equal(g0, decoder.query_feat.weight.expand(B, Q, C))
         assert torch.equal(gpos0, decoder.query_embed.weight.expand(B, Q, C))
@@ -119,15 +127,15 @@ def test_first_frame_uses_the_learned_queries_then_propagates_queries_and_trajec
 
 def test_decoder_gets_aligned_queries_trajectory_pe_at_layer_0_then_boxes_of_the_latest_masks():
     model = tiny_model().train()
-    l2g, segmenter = model.video_model, model.segmenter
+    l2g, segmenter = model.video, model.segmenter
     frames = video(2)
-    _, _, state = l2g.step_images(segmenter, frames[0], l2g.init_state())
+    _, state = l2g.step(segmenter, frames[0], l2g.init_state())
     aligner = Capture(l2g.aligner)
     decoder = Capture(segmenter.decoder)
     layers = [Capture(layer) for layer in segmenter.decoder.layers]
     outputs: list = []
     l2g.aligner.register_forward_hook(lambda m, a, out: outputs.append(out))
-    frame, _, _ = l2g.step_images(segmenter, frames[1], state)
+    frame = l2g.step(segmenter, frames[1], state)[0].frame
     assert torch.equal(decoder.calls[0][1]["query_content"], outputs[0].queries)
     gpos = aligner.calls[0][0][2]
     assert torch.equal(layers[0].calls[0][0][1], gpos)
@@ -140,26 +148,27 @@ def test_decoder_gets_aligned_queries_trajectory_pe_at_layer_0_then_boxes_of_the
 
 def test_trajectory_pe_off_uses_each_slots_learned_position():
     model = tiny_model(trajectory_pe=False).eval()
-    l2g, decoder = model.video_model, model.segmenter.decoder
+    l2g, decoder = model.video, model.segmenter.decoder
     aligner = Capture(l2g.aligner)
     with torch.no_grad():
-        l2g.run(model.segmenter, video(3))
+        run(l2g, model.segmenter, video(3))
     for args, _ in aligner.calls:
         assert torch.equal(args[2], decoder.query_embed.weight.expand(B, Q, C))
 
 
 def test_aligner_off_is_plain_query_propagation():
     model = tiny_model(aligner=False, trajectory_pe=False).train()
-    l2g, segmenter = model.video_model, model.segmenter
+    l2g, segmenter = model.video, model.segmenter
     assert l2g.selector is None and l2g.aligner is None
-    with_aligner = sum(p.numel() for p in tiny_model().video_model.parameters())
+    with_aligner = sum(p.numel() for p in tiny_model().video.parameters())
     assert sum(p.numel() for p in l2g.parameters()) < with_aligner
     decoder = Capture(segmenter.decoder)
     learned = segmenter.decoder.query_feat.weight.expand(B, Q, C)
     state = l2g.init_state()
     for images in video(3):
         previous = state.queries
-        frame, _, state = l2g.step_images(segmenter, images, state)
+        step, state = l2g.step(segmenter, images, state)
+        frame = step.frame
         kwargs = decoder.calls[-1][1]
         # Frame t's decoder starts from frame t-1's final queries, unchanged (the learned ones at t = 0).
         assert torch.equal(kwargs["query_content"], learned if previous is None else previous)
@@ -169,10 +178,10 @@ def test_aligner_off_is_plain_query_propagation():
 
 def test_dynamic_local_pe_uses_the_local_queries_own_boxes():
     model = tiny_model(local_pe="dynamic").eval()
-    l2g = model.video_model
+    l2g = model.video
     aligner = Capture(l2g.aligner)
     with torch.no_grad():
-        frame, _, _ = l2g.step_images(model.segmenter, video(1)[0], l2g.init_state())
+        frame = l2g.step(model.segmenter, video(1)[0], l2g.init_state())[0].frame
     assert frame.local is not None  # needed for the positions even in eval
     lpos = aligner.calls[0][0][3]
     torch.testing.assert_close(lpos, l2g.box_pe(mask_to_box(frame.local.mask_logits)))
@@ -182,9 +191,9 @@ def test_dynamic_local_pe_uses_the_local_queries_own_boxes():
 
 def test_local_queries_are_the_top_k_tokens_with_their_predictions():
     model = tiny_model(num_local_queries=7).train()
-    l2g, segmenter = model.video_model, model.segmenter
+    l2g, segmenter = model.video, model.segmenter
     images = video(1)[0]
-    frame, _, _ = l2g.step_images(segmenter, images, l2g.init_state())
+    frame = l2g.step(segmenter, images, l2g.init_state())[0].frame
     assert frame.local.class_logits.shape == (B, 7, K)
     assert frame.local.mask_logits.shape == (B, 7, HW // 4, HW // 4)
     memory = segmenter.encode(segmenter.normalize(images)).memory
@@ -206,7 +215,7 @@ def test_build_checks_and_width_switches():
         assert build_local2global(cfg).aligner.layers[0].linear1.out_features == width
     wide_memory = dataclasses.replace(TINY, pixel_decoder=dataclasses.replace(TINY.pixel_decoder, hidden_dim=64))
     model = build_model(wide_memory).eval()
-    assert isinstance(model.video_model.memory_proj, torch.nn.Linear)
+    assert isinstance(model.video.memory_proj, torch.nn.Linear)
     with torch.no_grad():
         step, _ = model.step(video(1)[0], model.init_state())
     assert step.frame.class_logits.shape == (B, Q, K)
@@ -214,7 +223,7 @@ def test_build_checks_and_width_switches():
 
 def test_streaming_equivalence_step_run_windows_and_clip_forward():
     model = tiny_model().eval()
-    l2g, segmenter = model.video_model, model.segmenter
+    l2g, segmenter = model.video, model.segmenter
     frames = video(4, seed=1)
     with torch.no_grad():
         state = model.init_state()
@@ -222,9 +231,9 @@ def test_streaming_equivalence_step_run_windows_and_clip_forward():
         for images in frames:
             s, state = model.step(images, state)
             stepped.append(s.frame)
-        ran, final = l2g.run(segmenter, frames)
-        first, mid = l2g.run(segmenter, frames[:2])
-        second, _ = l2g.run(segmenter, frames[2:], mid)
+        ran, final = run(l2g, segmenter, frames)
+        first, mid = run(l2g, segmenter, frames[:2])
+        second, _ = run(l2g, segmenter, frames[2:], mid)
         pixels = torch.stack([segmenter.normalize(f) for f in frames], dim=1)  # [B, T, 3, H, W]
         clip = model(pixels)
     assert isinstance(clip, ClipForward) and len(clip.frames) == 4
@@ -242,12 +251,13 @@ def test_streaming_equivalence_step_run_windows_and_clip_forward():
 
 def test_online_memory_is_constant():
     model = tiny_model().eval()
-    l2g, segmenter = model.video_model, model.segmenter
+    l2g, segmenter = model.video, model.segmenter
     state = l2g.init_state()
     sizes = []
     previous = None
     for images in video(8, seed=2):  # grad mode on: eval must not chain a graph through the stream
-        frame, _, state = l2g.step_images(segmenter, images, state)
+        step, state = l2g.step(segmenter, images, state)
+        frame = step.frame
         assert state.queries.grad_fn is None and state.boxes.grad_fn is None
         sizes.append(sum(t.numel() for t in (state.queries, state.boxes)))
         if previous is not None:
@@ -260,8 +270,8 @@ def test_online_memory_is_constant():
 def test_backprop_through_time_and_detach_global():
     for detach, reaches in ((False, True), (True, False)):
         model = tiny_model(detach_global=detach).train()
-        l2g, segmenter = model.video_model, model.segmenter
-        frames, _ = l2g.run(segmenter, video(2))
+        l2g, segmenter = model.video, model.segmenter
+        frames, _ = run(l2g, segmenter, video(2))
         frames[1].class_logits.sum().backward()
         grad = segmenter.decoder.query_feat.weight.grad  # used by frame 0 only
         assert (grad is not None and grad.abs().sum() > 0) == reaches
@@ -403,7 +413,7 @@ def test_l2g_stage_steps_reduce_the_loss_with_finite_gradients():
     batch = make_batch()
     losses = []
     for i in range(6):
-        out = stage.loss(model, batch)
+        out = stage.loss(model, batch, i)
         optimizer.zero_grad()
         out.loss.backward()
         if i == 0:
@@ -425,14 +435,14 @@ def test_image_pretraining_freezes_the_segmenter_and_trains_on_single_frames():
     assert "segmenter.decoder.query_feat.weight" in trainable
     assert {n for n in trainable if n.startswith("segmenter.")} == {"segmenter.decoder.query_feat.weight"}
     assert any(n.startswith("video.aligner.") for n in trainable) and not model.segmenter.training
-    calls = Capture(model.video_model.aligner)
-    out = stage.loss(model, make_batch())
+    calls = Capture(model.video.aligner)
+    out = stage.loss(model, make_batch(), 0)
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.terms["supervised_frames"] == 6  # every frame, independently
     # Every frame starts from the learnable global queries.
     feat = model.segmenter.decoder.query_feat.weight
     assert len(calls.calls) == 1 and torch.equal(calls.calls[0][0][0], feat.expand(6, Q, C))
-    assert feat.grad is not None and model.video_model.box_pe.mlp.layers[0].weight.grad is not None
+    assert feat.grad is not None and model.video.box_pe.mlp.layers[0].weight.grad is not None
 
 
 def test_from_config_checks_method_and_loads_a_segmenter_checkpoint(tmp_path):
@@ -492,7 +502,7 @@ def test_train_l2g_stage_end_to_end_on_synthetic_ytvis(tmp_path, monkeypatch):
     summary = train("local2global/synthetic_tiny", "l2g", tmp_path / "run", overrides=overrides, device="cpu")
     assert summary.iteration == 2 and summary.skipped_steps == 0
     loaded = load_model(summary.last_checkpoint, expected_stage="l2g")
-    assert isinstance(loaded.model.video_model, Local2Global)
+    assert isinstance(loaded.model.video, Local2Global)
     with torch.no_grad():
         step, state = loaded.model.step(torch.rand(1, 3, 64, 96) * 255, loaded.model.init_state())
     assert step.frame.class_logits.shape == (1, 20, 4) and state.frame_index == 1

@@ -1,4 +1,4 @@
-"""MVC: patch / tube masks (Eq. 1, 5), masking (Eq. 2) and the Eq. 4 loss combination."""
+"""MVC: patch / tube masks (Eq. 1, 5) and masking (Eq. 2); the Eq. 4 loss is `mvc_frame_loss` (test_video_stages)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ from vidseg.config import MVCConfig, dump_yaml, from_dict, to_dict
 from vidseg.training.mvc import (
     MVCMasker,
     apply_patch_mask,
-    eq4_loss,
     frame_masks,
-    mvc_loss,
-    mvc_sample_weights,
     patch_grid,
     patch_mask,
     sample_indicator,
@@ -139,35 +136,6 @@ def test_masker_both_variant_keeps_clean_and_masks_every_unit():
     assert torch.equal(batch.masked_images, apply_patch_mask(images, batch.keep))
 
 
-def test_eq4_loss_by_hand():
-    clean = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    masked = torch.tensor([10.0, 20.0, float("nan"), 40.0])
-    indicator = torch.tensor([True, False, True, False])  # I = 1 -> clean loss
-    # (1 + 0.5 * 20 + 3 + 0.5 * 40) / 4
-    assert eq4_loss(clean, masked, indicator, weight=0.5).item() == pytest.approx(34.0 / 4)
-
-
-def test_single_pass_bernoulli_loss_equals_eq4():
-    gen = _gen(15)
-    clean = torch.rand(32, 3, generator=gen)
-    masked_l = torch.rand(32, 3, generator=gen)
-    is_masked = sample_indicator((32,), 0.5, gen)
-    mixed = torch.where(is_masked[:, None], masked_l, clean)  # what one pass on MVCBatch.images gives
-    got = mvc_loss(mixed, is_masked, weight=0.3)
-    assert got.item() == pytest.approx(eq4_loss(clean, masked_l, ~is_masked[:, None], 0.3).item(), rel=1e-6)
-    assert torch.equal(mvc_sample_weights(is_masked, 0.3), torch.where(is_masked, 0.3, 1.0))
-    # λ = 1: the plain mean of the mixed batch.
-    assert mvc_loss(mixed, is_masked, weight=1.0).item() == pytest.approx(mixed.mean().item(), rel=1e-6)
-
-
-def test_both_variant_loss_is_clean_plus_weighted_masked():
-    clean, masked_l = torch.tensor([1.0, 3.0]), torch.tensor([5.0, 7.0])
-    got = mvc_loss(clean, torch.ones(2, dtype=torch.bool), weight=0.5, variant="both", masked_losses=masked_l)
-    assert got.item() == pytest.approx(2.0 + 0.5 * 6.0)
-    with pytest.raises(ValueError, match="masked forward"):
-        mvc_loss(clean, torch.ones(2, dtype=torch.bool), weight=0.5, variant="both")
-
-
 def test_mvc_is_parameter_free_and_gradients_are_finite():
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
     count = sum(p.numel() for p in model.parameters())
@@ -175,7 +143,7 @@ def test_mvc_is_parameter_free_and_gradients_are_finite():
     assert not isinstance(masker, nn.Module)
     batch = masker(torch.randn(4, 3, 32, 32), _gen(16))
     losses = model(batch.images).flatten(1).pow(2).mean(1)
-    mvc_loss(losses, batch.masked, weight=0.7).backward()
+    losses.mean().backward()
     assert sum(p.numel() for p in model.parameters()) == count
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 

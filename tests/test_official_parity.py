@@ -19,9 +19,9 @@ from parity import fixture, official_state_dict, tensors, unpack_masks
 from vidseg.cli import main
 from vidseg.inference.image import ImagePostprocessor
 from vidseg.inference.predictor import VideoPredictor
+from vidseg.models.minvis import MinVIS
 from vidseg.models.model import load_model
 from vidseg.models.outputs import SegmenterOutput
-from vidseg.models.video import MinVIS
 
 LOGIT_TOL, MASK_TOL, SCORE_TOL = 1e-4, 5e-4, 1e-5
 
@@ -248,7 +248,7 @@ def test_c_online_variant_matches_official(model_c) -> None:
 
 def test_small_tracker_and_refiner_on_permuted_queries(model_c) -> None:
     ckpt, _, _, _ = model_c
-    video = load_model(ckpt).model.video_model
+    video = load_model(ckpt).model.video
     tracker, refiner = video.online.tracker, video.refiner
     data = tensors(fixture("small") / "tracker_refiner_permuted.safetensors")
     raw, normed, feats = data["input.frame_embeds_no_norm"], data["input.frame_embeds"], data["input.mask_features"]
@@ -276,7 +276,7 @@ def test_small_minvis_association() -> None:
     for t in range(embeds.shape[0]):
         seg = SegmenterOutput(queries=embeds[t][None], raw_queries=embeds[t][None], class_logits=logits[t][None],
                               mask_logits=masks[:, t][None])
-        frame, state = minvis.step(seg, state)
+        frame, state = minvis.track(seg, state)
         frames.append(frame)
     assert torch.equal(torch.stack([f.indices[0] for f in frames]), data["match_indices"])
     _close(torch.stack([f.class_logits[0] for f in frames]).mean(0), data["output.class_logits"], LOGIT_TOL, "cls")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from vidseg.config import OMAConfig, from_dict, to_dict
+from vidseg.models.attention import Attention
 from vidseg.models.oma import ObjectMaskedAttention, background_keys, oma_mask
 
 
@@ -91,39 +92,34 @@ def test_additive_values_and_layouts():
     assert mask.dropped[:, 0].tolist() == [[True, True, False], [False, True, True]]
     assert torch.equal(mask.additive == float("-inf"), mask.dropped)
     assert (mask.additive[~mask.dropped] == 0).all()
-    heads = mask.for_multihead(4)
-    assert heads.shape == (8, 2, 3)
-    assert torch.equal(heads[:4], mask.additive[0].expand(4, 2, 3))  # n-major, as nn.MultiheadAttention
-    assert mask.for_sdpa().shape == (2, 1, 2, 3) and torch.equal(mask.attend(), ~mask.dropped[:, None])
     large = oma_mask(background, 2, drop_prob=1.0, generator=_gen(8), mask_value=-1e4, dtype=torch.bfloat16)
     assert large.additive.dtype == torch.bfloat16 and large.additive.min().item() == pytest.approx(-1e4, rel=1e-2)
 
 
-def test_multihead_attention_with_the_mask_equals_attention_without_the_dropped_keys():
+def test_attention_with_the_mask_equals_attention_without_the_dropped_keys():
     torch.manual_seed(0)
-    attn = nn.MultiheadAttention(16, 4, batch_first=True)
+    attn = Attention(16, 4)  # the tracker's and refiner's cross-attention
     query, keys = torch.randn(3, 5, 16), torch.randn(3, 9, 16)
     background = torch.rand(3, 9, generator=_gen(9)) < 0.6
     background[:, 0] = False
     mask = oma_mask(background, 5, drop_prob=0.5, generator=_gen(10))
-    out, _ = attn(query, keys, keys, attn_mask=mask.for_multihead(4))
+    out = attn(query, keys, keys, attn_mask=mask.additive)
     assert torch.isfinite(out).all()
     for n in range(3):
         kept = ~mask.dropped[n, 0]
-        ref, _ = attn(query[n : n + 1], keys[n : n + 1, kept], keys[n : n + 1, kept])
+        ref = attn(query[n : n + 1], keys[n : n + 1, kept], keys[n : n + 1, kept])
         torch.testing.assert_close(out[n : n + 1], ref)
 
 
 def test_oma_is_parameter_free_and_gradients_are_finite():
-    attn = nn.MultiheadAttention(16, 2, batch_first=True)
+    attn = Attention(16, 2)
     count = sum(p.numel() for p in attn.parameters())
     oma = ObjectMaskedAttention(OMAConfig(enabled=True))
     assert not isinstance(oma, nn.Module)
     logits = torch.randn(4, 6, 5)
     query, keys = torch.randn(4, 3, 16, requires_grad=True), torch.randn(4, 6, 16)
     mask = oma(logits, 3, training=True, generator=_gen(11))
-    out, _ = attn(query, keys, keys, attn_mask=mask.for_multihead(2))
-    out.sum().backward()
+    attn(query, keys, keys, attn_mask=mask.additive).sum().backward()
     assert sum(p.numel() for p in attn.parameters()) == count
     assert torch.isfinite(query.grad).all() and all(torch.isfinite(p.grad).all() for p in attn.parameters())
 

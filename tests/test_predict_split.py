@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from array import array
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,13 @@ from test_predictor import tiny_config
 from vidseg.cli import main
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.evaluation.report import metrics_json
-from vidseg.evaluation.submission import YtvisSubmissionWriter
+from vidseg.evaluation.submission import VideoKey, YtvisSubmissionWriter, writer_for
 from vidseg.inference.dataset_eval import evaluate_vis, evaluate_vps, evaluate_vss
 from vidseg.inference.predict_split import PARTS, predict_split, read_split
 from vidseg.inference.predictor import VideoPredictor
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.models.model import build_model
 from vidseg.structures import FrameResult, VideoResult
-from vidseg.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +179,18 @@ def test_streamed_ytvis_writer_is_byte_identical_to_video_results(tmp_path):
     with YtvisSubmissionWriter(tmp_path / "a.zip", ids) as w:
         for v, frames in videos.items():
             for f in frames:
-                w.add_frame(v, f)
+                w.add_frame(VideoKey(str(v), v), f)
     assert (tmp_path / "a.json").read_text() == reference
     assert zipfile.ZipFile(tmp_path / "a.zip").read("results.json").decode() == reference
+    assert w.submission == tmp_path / "a.zip" and w.outputs == ["a.json", "a.zip"]
     # Parts written alone and merged give the same file.
     for v, frames in videos.items():
-        with YtvisSubmissionWriter(tmp_path / f"part{v}.json", ids) as w:
+        with writer_for("vis", tmp_path, ids, part=tmp_path / f"part{v}.json") as part:
             for f in frames:
-                w.add_frame(v, f)
-    with YtvisSubmissionWriter(tmp_path / "merged.zip") as w:
+                part.add_frame(VideoKey(str(v), v), f)
+    with writer_for("vis", tmp_path, zip_name="merged.zip") as w:
         for v in (3, 5, 4, 5):
-            w.add_json_file(tmp_path / f"part{v}.json")
+            w.add_part(tmp_path / f"part{v}.json")
     expected = [e for v in (3, 5, 4, 5) for e in VideoResult(v, videos[v]).to_ytvis(ids)]
     assert json.loads((tmp_path / "merged.json").read_text()) == expected
 
@@ -198,7 +200,7 @@ def test_streamed_ytvis_writer_keeps_rles_out_of_memory(tmp_path):
     frames = _random_frames(np.random.default_rng(1), 5)
     with YtvisSubmissionWriter(tmp_path / "a.zip") as w:
         for f in frames:
-            w.add_frame(1, f)
+            w.add_frame(VideoKey("v", 1), f)
         video = w._video
         assert video is not None and video.num_frames == len(frames)
         video._file.flush()
@@ -206,17 +208,66 @@ def test_streamed_ytvis_writer_keeps_rles_out_of_memory(tmp_path):
         assert all(isinstance(a, array) for tr in video._tracks.values() for a in (tr.frames, tr.offsets, tr.lengths))
 
 
+def test_streamed_ytvis_writer_places_frames_at_their_index(tmp_path):
+    """A frame never added (skipped, or after the last one added: `end_video`) has no segmentation."""
+    frames = _random_frames(np.random.default_rng(2), 4)
+    with YtvisSubmissionWriter(tmp_path / "a.json") as w:
+        for f in frames:
+            if f.frame_index != 1:
+                w.add_frame(VideoKey("v", 7), f)
+        w.end_video(VideoKey("v", 7), len(frames) + 2)
+    gapped = [FrameResult(1, 6, 5) if f.frame_index == 1 else f for f in frames]
+    gapped += [FrameResult(len(frames) + i, 6, 5) for i in range(2)]
+    assert json.loads((tmp_path / "a.json").read_text()) == VideoResult(7, gapped).to_ytvis()
+    with pytest.raises(ValueError, match="numeric video id"):
+        YtvisSubmissionWriter(tmp_path / "b.json").add_frame(VideoKey("v"), frames[0])
+
+
 def test_streamed_vipseg_writer_writes_what_json_dump_would(tmp_path):
     from vidseg.evaluation.submission import VipsegSubmissionWriter
+    from vidseg.structures import PanopticSegment
 
     pan = np.array([[0, 1], [2, 2]], np.int32)
     expected: dict[str, list] = {}
     with VipsegSubmissionWriter(tmp_path, category_ids=[4, 5, 6]) as w:
-        for video, name, info in [("b", "0.png", [{"id": 1, "category_id": 4}]), ("a", "0.png", []),
-                                  ("b", "1.png", [{"id": 2, "category_id": 6, "iscrowd": 0}])]:
-            w.add_panoptic(video, name, pan, info)
+        for video, name, segments in [("b", "0.png", [PanopticSegment(1, 0, True)]), ("a", "0.png", []),
+                                      ("b", "1.png", [PanopticSegment(2, 2, False)])]:
+            w.add_frame(VideoKey(video), FrameResult(0, 2, 2, panoptic=pan, segments=segments), name)
+            info = [{"id": s.id, "category_id": 4 + s.category_id, "iscrowd": 0} for s in segments]
             expected.setdefault(video, []).append({"image_id": name[:-4], "file_name": name, "segments_info": info})
     reference = json.dumps({"annotations": [{"video_id": v, "annotations": f} for v, f in expected.items()]})
     assert (tmp_path / "pred.json").read_text() == reference
-    assert w.close() == tmp_path / "pred.json" and (tmp_path / "pred.json").read_text() == reference  # once
+    w.close()
+    assert (tmp_path / "pred.json").read_text() == reference  # written once
     assert (tmp_path / "pan_pred" / "b" / "1.png").is_file()
+    assert w.submission == tmp_path and w.outputs == ["pred.json", "pan_pred"]
+
+
+def test_vipseg_parts_merge_into_what_json_dump_would(tmp_path):
+    """Parts are taken as they are (whole video entries), before and after videos fed frame by frame."""
+    pan = np.zeros((2, 2), np.int32)
+    parts = {"a": {"annotations": [{"video_id": "a", "annotations": [], "extra": 1}]},
+             "b": {"annotations": [{"video_id": "b", "annotations": [{"image_id": "0", "file_name": "0.png",
+                                                                      "segments_info": []}]}]}}
+    for name, part in parts.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(part))
+    with writer_for("vps", tmp_path) as w:
+        w.add_part(tmp_path / "b.json")
+        w.add_frame(VideoKey("c"), FrameResult(3, 2, 2, panoptic=pan))
+        w.add_part(tmp_path / "a.json")
+    videos = [parts["b"]["annotations"][0],
+              {"video_id": "c", "annotations": [{"image_id": "00003", "file_name": "00003.png", "segments_info": []}]},
+              parts["a"]["annotations"][0]]
+    assert (tmp_path / "pred.json").read_text() == json.dumps({"annotations": videos})
+
+
+def test_vspw_writer_lists_its_frames_in_parts(tmp_path):
+    sem = FrameResult(0, 2, 2, semantic=np.zeros((2, 2), np.int32))
+    with writer_for("vss", tmp_path, part=tmp_path / "part.json") as w:
+        for t in range(3):
+            w.add_frame(VideoKey("v"), replace(sem, frame_index=t))
+    assert (tmp_path / "part.json").read_text() == json.dumps({"video": "v", "frames": 3})
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    with writer_for("vss", tmp_path) as merged:
+        merged.add_part(tmp_path / "part.json")
+    assert merged.outputs == ["v"] and merged.submission == tmp_path

@@ -27,10 +27,10 @@ from vidseg.inference.predictor import (
     class_info_from_config,
     inference_size,
 )
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.io.video import VideoWriter, open_video
 from vidseg.models.model import build_model, load_model
 from vidseg.structures import FrameResult
-from vidseg.training.checkpoint import save_checkpoint
 
 H, W, T = 48, 72, 12
 

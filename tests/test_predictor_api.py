@@ -12,8 +12,8 @@ from test_predictor import moving_frames, tiny_config
 from vidseg.config import DecoderConfig, ExperimentConfig, apply_overrides, parse_yaml
 from vidseg.errors import CheckpointError, ConfigError, DataFormatError
 from vidseg.inference.predictor import VideoPredictor
+from vidseg.io.checkpoint import save_checkpoint
 from vidseg.models.model import build_model
-from vidseg.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

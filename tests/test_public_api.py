@@ -6,8 +6,8 @@ import vidseg
 
 def test_public_api_names_resolve():
     from vidseg.inference.predictor import VideoPredictor
+    from vidseg.io.checkpoint import load_checkpoint
     from vidseg.models.model import build_model, load_model
-    from vidseg.training.checkpoint import load_checkpoint
 
     assert vidseg.VideoPredictor is VideoPredictor and vidseg.build_model is build_model
     assert vidseg.load_model is load_model and vidseg.load_checkpoint is load_checkpoint

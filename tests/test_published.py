@@ -9,9 +9,12 @@ import torch
 from parity import fixture, official_state_dict
 
 from vidseg.config import load_preset_or_file
+from vidseg.data.catalog import vocabulary
 from vidseg.data.synthetic import write_synthetic_dataset
+from vidseg.io.checkpoint import read_classes
 from vidseg.published import OFFICIAL_TEST_SETTINGS, convert_weights
 from vidseg.training.run import train
+from vidseg.types import ClassInfo
 
 
 @pytest.mark.parametrize("dataset", ["ovis", "vipseg", "vspw", "ytvis19", "ytvis21"])
@@ -26,6 +29,8 @@ def test_train_refiner_from_a_converted_dvis_plus_tracker(tmp_path) -> None:
     pth = tmp_path / "dvis_online.pth"
     torch.save({"model": {k: torch.from_numpy(v) for k, v in official_state_dict(folder).items()}}, pth)
     convert_weights("dvis_plus", pth, tmp_path / "converted", dataset="vipseg")
+    vocab = vocabulary("vipseg")  # the classes are stored with the converted checkpoint
+    assert read_classes(tmp_path / "converted") == ClassInfo(vocab.names, vocab.is_thing, vocab.category_ids)
     write_synthetic_dataset(tmp_path / "synth", 2, 4, 64, 96, formats=("vipseg",), seed=1)
     root = tmp_path / "synth" / "vipseg"
     overrides = [f"data.train_root={root}", f"data.val_root={root}", "data.num_frames=2", "data.min_size=[64]",

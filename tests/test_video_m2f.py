@@ -75,7 +75,7 @@ def test_e_converted_checkpoint_is_a_clip_model(model_e) -> None:
 def test_e_clip_decoder_matches_official(model_e) -> None:
     ckpt, inputs, out = model_e
     model = load_model(ckpt).model
-    seg, video = model.segmenter, model.video_model
+    seg, video = model.segmenter, model.video
     frames = inputs["frames.rgb_uint8"]
     pixels = seg.normalize(seg.frames_to_batch(frames.numpy()))
     _close(pixels, inputs["frames.pixels"], 1e-6, "normalised pixels")
@@ -175,8 +175,8 @@ def test_training_stage_loss_decreases(synth) -> None:
     opt = torch.optim.AdamW(stage.model.parameters(), lr=1e-3)
     stage.model.train()
     losses = []
-    for _ in range(25):
-        out = stage.loss(stage.model, batch)
+    for i in range(25):
+        out = stage.loss(stage.model, batch, i)
         opt.zero_grad()
         out.loss.backward()
         grads = [p.grad for p in stage.model.parameters()]

@@ -1,4 +1,4 @@
-"""The video-model contract: MinVIS, DVIS++ online and offline over fake segmenter outputs."""
+"""MinVIS, DVIS++ online and offline over fake segmenter outputs (the per-frame `track` and the refiner)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,11 @@ import torch.nn.functional as F
 
 from vidseg.config import DecoderConfig, ModelConfig, PixelDecoderConfig, RefinerConfig, TrackerConfig
 from vidseg.errors import ConfigError
+from vidseg.models.dvis import DVISOffline, DVISOnline, RefinerWindow, tracker_inputs
+from vidseg.models.methods import METHODS
+from vidseg.models.minvis import MinVIS
 from vidseg.models.outputs import SegmenterOutput
-from vidseg.models.video import (
-    ClipOutput,
-    DVISOffline,
-    DVISOnline,
-    MinVIS,
-    RefinerWindow,
-    build_video_model,
-    tracker_inputs,
-)
+from vidseg.models.video import ClipOutput, VideoModel, run_sequence
 
 B, Q, C, K, D, H, W = 2, 6, 8, 3, 8, 4, 5
 
@@ -65,6 +60,15 @@ def tiny_config(method: str) -> ModelConfig:
     )
 
 
+def build_video_model(config: ModelConfig) -> VideoModel:
+    return METHODS[config.method].build(config)
+
+
+def run(model, seq, state=None):
+    """`track` over a sequence of segmenter outputs (from a fresh state unless one is given)."""
+    return run_sequence(model.track, seq, model.init_state() if state is None else state)
+
+
 def assert_same_frames(a, b) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -84,7 +88,7 @@ def test_minvis_reorders_predictions_into_stable_slots() -> None:
     frame0 = fake_output(g)
     perm = torch.randperm(Q, generator=g)
     frame1 = permuted(frame0, perm)
-    frames, state = MinVIS().run([frame0, frame1])
+    frames, state = run(MinVIS(), [frame0, frame1])
     assert state.frame_index == 2
     assert [f.frame_index for f in frames] == [0, 1]
     # slot i of frame 1 is frame 0's query i again, with its class and mask
@@ -93,17 +97,17 @@ def test_minvis_reorders_predictions_into_stable_slots() -> None:
     assert torch.equal(frames[1].indices[0], torch.argsort(perm))
 
 
-def test_minvis_step_equals_run_and_windows() -> None:
+def test_minvis_track_equals_run_and_windows() -> None:
     seq = fake_sequence(7)
     model = MinVIS()
-    whole, _ = model.run(seq)
+    whole, _ = run(model, seq)
     state = model.init_state()
     steps = []
     for seg in seq:
-        out, state = model.step(seg, state)
+        out, state = model.track(seg, state)
         steps.append(out)
-    first, mid = model.run(seq[:3])
-    second, _ = model.run(seq[3:], mid)
+    first, mid = run(model, seq[:3])
+    second, _ = run(model, seq[3:], mid)
     assert_same_frames(whole, steps)
     assert_same_frames(whole, first + second)
 
@@ -122,20 +126,20 @@ def test_tracker_inputs_concatenate_reid() -> None:
     assert tracker_inputs(plain)[0] is plain.raw_queries
 
 
-def test_dvis_online_step_equals_run_and_windows() -> None:
+def test_dvis_online_track_equals_run_and_windows() -> None:
     model = build_video_model(tiny_config("dvis_online"))
     assert isinstance(model, DVISOnline)
     model.eval()
     seq = fake_sequence(6, seed=2)
     with torch.no_grad():
-        whole, _ = model.run(seq)
+        whole, _ = run(model, seq)
         state = model.init_state()
         steps = []
         for seg in seq:
-            out, state = model.step(seg, state)
+            out, state = model.track(seg, state)
             steps.append(out)
-        first, mid = model.run(seq[:2])
-        second, end = model.run(seq[2:], mid)
+        first, mid = run(model, seq[:2])
+        second, end = run(model, seq[2:], mid)
     assert_same_frames(whole, steps)
     assert_same_frames(whole, first + second)
     assert end.frame_index == 6
@@ -148,7 +152,7 @@ def test_dvis_online_needs_mask_features() -> None:
     model = build_video_model(tiny_config("dvis_online"))
     seg = dataclasses.replace(fake_sequence(1)[0], mask_features=None)
     with pytest.raises(ValueError, match="mask_features"):
-        model.step(seg, model.init_state())
+        model.track(seg, model.init_state())
 
 
 def test_dvis_offline_refines_a_window() -> None:
@@ -157,13 +161,9 @@ def test_dvis_offline_refines_a_window() -> None:
     model.eval()
     seq = fake_sequence(5, seed=3)
     with torch.no_grad():
-        state = model.init_state()
-        frames = []
-        for seg in seq:
-            out, state = model.step(seg, state)
-            frames.append(out)
+        frames, _ = run(model.online, seq)
         window = RefinerWindow.from_frames(seq, frames, mask_feature_device="cpu")
-        clip = model.refine(window)
+        clip = model.refine_window(window)
     assert window.instance_embeds.shape == (B, 5, Q, 2 * C)
     assert window.frame_embeds.shape == (B, 5, Q, 2 * C)
     assert window.mask_features.shape == (B, 5, D, H, W)
@@ -184,10 +184,10 @@ def test_dvis_offline_training_gradients_flow_to_refiner() -> None:
     seq = fake_sequence(3, seed=4)
     model.online.eval()  # the tracker is frozen in the refiner stage
     with torch.no_grad():
-        frames, _ = model.online.run(seq)
+        frames, _ = run(model.online, seq)
     window = RefinerWindow.from_frames(seq, frames)
     model.refiner.train()
-    clip = model.refine(window)
+    clip = model.refine_window(window)
     (clip.class_logits.mean() + clip.mask_logits.mean()).backward()
     assert all(p.grad is not None for p in model.refiner.parameters())
     assert all(p.grad is None for p in model.online.parameters())
@@ -202,9 +202,8 @@ def test_class_probs_without_tracker_logits() -> None:
 
 def test_build_video_model_methods() -> None:
     assert isinstance(build_video_model(tiny_config("minvis")), MinVIS)
+    assert isinstance(build_video_model(tiny_config("segmenter")), MinVIS)  # a segmenter is tracked by MinVIS
     online = build_video_model(tiny_config("dvis_online"))
-    assert online.tracker.hidden_dim == 2 * C  # re-id branch doubles the width
-    with pytest.raises(ConfigError, match="method"):
-        build_video_model(tiny_config("segmenter"))
+    assert isinstance(online, DVISOnline) and online.tracker.hidden_dim == 2 * C  # re-id doubles the width
     with pytest.raises(ConfigError, match="softmax"):
         build_video_model(dataclasses.replace(tiny_config("dvis_online"), classification="sigmoid"))

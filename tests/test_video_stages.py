@@ -13,12 +13,12 @@ from vidseg.data.build import build_clip_dataset
 from vidseg.data.clips import FrameTarget, collate_clips
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.errors import CheckpointError
+from vidseg.io.checkpoint import load_checkpoint, save_checkpoint
 from vidseg.losses.criterion import SetCriterion
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets, FrameTargets
 from vidseg.models.model import build_model, load_model
 from vidseg.models.outputs import LayerPrediction
-from vidseg.training.checkpoint import load_checkpoint, save_checkpoint
 from vidseg.training.stages import (
     FramePredictions,
     RefinerStage,
@@ -74,8 +74,8 @@ def _train_steps(stage, batch, steps=2):
     opt = torch.optim.AdamW([p for p in stage.model.parameters() if p.requires_grad], lr=1e-3)
     stage.model.train()
     losses = []
-    for _ in range(steps):
-        out = stage.loss(stage.model, batch)
+    for i in range(steps):
+        out = stage.loss(stage.model, batch, i)
         opt.zero_grad()
         out.loss.backward()
         grads = [p.grad for p in stage.model.parameters() if p.grad is not None]
@@ -149,10 +149,7 @@ def test_init_with_another_architecture_is_a_clear_error(synth, tmp_path):
 def test_guided_matching_switches_at_the_configured_fraction(synth, tmp_path):
     cfg = _config(synth, "dvis_plus/synthetic_tiny_tracker", "loss.guided_matching=0.5")
     stage = TrackerStage.from_config(cfg)
-    stage.iteration = 4
-    assert stage.guided
-    stage.iteration = 5
-    assert not stage.guided
+    assert stage.guided(4) and not stage.guided(5)
 
 
 @pytest.mark.parametrize("stage_name", ["segmenter", "tracker", "refiner"])
@@ -278,11 +275,9 @@ def test_video_stages_rematch_aux_layers_only_after_guided_phase(synth, stage_na
     real = stages.criterion_loss
     monkeypatch.setattr(stages, "criterion_loss", lambda c, p: seen.append(p) or real(c, p))
     batch = _batch(cfg)
-    stage.iteration = 0
-    stage.loss(stage.model, batch)
+    stage.loss(stage.model, batch, 0)
     assert seen[-1].aux_matching is None
-    stage.iteration = 9
-    stage.loss(stage.model, batch)
+    stage.loss(stage.model, batch, 9)
     preds = seen[-1]
     assert preds.aux and len(preds.aux_matching) == len(preds.aux)
     assert all(len(m) == len(preds.targets) for m in preds.aux_matching)
@@ -294,23 +289,23 @@ def test_tracker_contrastive_loss_needs_both_use_cl_switches(synth, tracker_cl, 
     cfg = _config(synth, "dvis_plus/synthetic_tiny_tracker", "data.num_frames=3",
                   f"model.tracker.use_cl={str(tracker_cl).lower()}", f"model.refiner.use_cl={str(refiner_cl).lower()}")
     stage = TrackerStage.from_config(cfg)
-    out = stage.loss(stage.model, _batch(cfg))
+    out = stage.loss(stage.model, _batch(cfg), 0)
     assert ("loss_reid" in out.terms) == on
 
 
 def test_refiner_contrastive_loss_fills_the_class_memory_and_follows_its_switch(synth):
     cfg = _config(synth, "dvis_plus/synthetic_tiny_refiner", "data.num_frames=3", "loss.contrastive_aux_weight=3")
     stage = RefinerStage.from_config(cfg)
-    out = stage.loss(stage.model, _batch(cfg))
+    out = stage.loss(stage.model, _batch(cfg), 0)
     assert {"loss_reid", "loss_aux_reid"} <= set(out.terms) and stage.memory.entries
     off = RefinerStage.from_config(apply_overrides(cfg, ["model.refiner.use_cl=false"]))
-    assert "loss_reid" not in off.loss(off.model, _batch(cfg)).terms and not off.memory.entries
+    assert "loss_reid" not in off.loss(off.model, _batch(cfg), 0).terms and not off.memory.entries
 
 
 def test_segmenter_stage_trains_the_reid_head(synth):
     cfg = _config(synth, "mask2former/synthetic_tiny", "data.num_frames=2", "model.reid_head=true")
     stage = SegmenterStage.from_config(cfg)
-    out = stage.loss(stage.model, _batch(cfg))
+    out = stage.loss(stage.model, _batch(cfg), 0)
     assert "loss_reid" in out.terms
     out.loss.backward()
     grads = [p.grad for p in stage.model.reid_head.parameters()]

@@ -17,7 +17,7 @@ _LAZY = {
     "VideoPredictor": "vidseg.inference.predictor",
     "build_model": "vidseg.models.model",
     "load_model": "vidseg.models.model",
-    "load_checkpoint": "vidseg.training.checkpoint",
+    "load_checkpoint": "vidseg.io.checkpoint",
 }
 
 __all__ = ["VideoPredictor", "__version__", "build_model", "load_checkpoint", "load_model"]

@@ -10,10 +10,15 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from vidseg import __version__
 from vidseg.errors import VidsegError
+from vidseg.types import EVAL_TASKS, SUBMISSION_TASK, VIDEO_TASKS
+
+if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
+    from vidseg.config import ExperimentConfig
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -204,8 +209,8 @@ def _run_data_validate(args: argparse.Namespace) -> int:
 
 def _run_data_convert(args: argparse.Namespace) -> int:
     from vidseg.data.convert import convert_to_ytvis
-    from vidseg.data.formats.jsonio import load_json
     from vidseg.errors import DataFormatError
+    from vidseg.io.jsonio import load_json
 
     classes = None
     if args.classes:
@@ -249,13 +254,30 @@ def _run_convert_weights(args: argparse.Namespace) -> int:
 # --- train ----------------------------------------------------------------------------------------------
 
 
+class _StageNames:
+    """The `--stage` choices, read from the method registry only when a value is checked or the choices are
+    listed: the registry imports torch, which building the parser must not (see the checks above)."""
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    @staticmethod
+    def _names() -> tuple[str, ...]:
+        from vidseg.models.methods import STAGE_NAMES
+
+        return STAGE_NAMES
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a stage (single process, or every rank under torchrun)")
     p.add_argument("config", help="preset name (see `vidseg config list`) or YAML path")
-    p.add_argument("--stage", choices=["segmenter", "tracker", "refiner", "l2g", "video_mask2former"],
-                   default="segmenter",
-                   help="what to train: segmenter -> tracker -> refiner (DVIS++), l2g (Local2Global), or "
-                        "video_mask2former (clip-level; --init a segmenter checkpoint, e.g. COCO Mask2Former)")
+    p.add_argument("--stage", choices=_StageNames(), default="segmenter", metavar="STAGE",
+                   help="what to train, one of %(choices)s: segmenter -> tracker -> refiner (DVIS++), l2g "
+                        "(Local2Global), or video_mask2former (clip-level; --init a segmenter checkpoint, e.g. "
+                        "COCO Mask2Former)")
     p.add_argument("--init", default=None, metavar="CKPT",
                    help="checkpoint of the previous stage to start from (tracker: a segmenter checkpoint, "
                         "refiner: a tracker checkpoint; optional for segmenter and l2g)")
@@ -300,7 +322,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="official-parity metrics of predictions against ground truth")
     p.add_argument("--task", required=True,
-                   choices=["vis", "ovis", "vps", "vss", "pq", "davis", "cvps", "miou", "coco_ap"],
+                   choices=EVAL_TASKS,
                    help="vis/ovis: YouTube-VIS/OVIS AP; vps: VIPSeg VPQ+STQ; vss: VSPW mIoU+mVC; "
                         "pq: COCO panoptic PQ; davis: DAVIS J&F; cvps: Cityscapes-VPS VPQ; "
                         "miou: image mIoU (ADE20K/Cityscapes); coco_ap: COCO mask AP")
@@ -359,7 +381,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="segment a video with a checkpoint: overlay mp4 + prediction files")
     p.add_argument("source", metavar="SOURCE", help="video file, frame folder or image")
     p.add_argument("--weights", help="checkpoint directory of any stage (default: the bundled demo model)")
-    p.add_argument("--task", choices=["vis", "vps", "vss"], help="default: the checkpoint's inference.task")
+    p.add_argument("--task", choices=VIDEO_TASKS, help="default: the checkpoint's inference.task")
     p.add_argument("--mode", choices=["online", "offline"],
                    help="offline runs the DVIS++ refiner (refiner checkpoints; their default)")
     p.add_argument("--window", type=int, default=30, help="offline: frames per refiner window (default 30)")
@@ -386,7 +408,8 @@ def _run_segment(args: argparse.Namespace) -> int:
     _require_path(args.weights, "--weights")
     check_out_dir(args.out, overwrite=args.overwrite, owned=recorded_outputs)
     _set_threads(args.threads)
-    from vidseg.inference.predictor import VideoPredictor, default_weights
+    from vidseg.bundled import default_weights
+    from vidseg.inference.predictor import VideoPredictor
     from vidseg.inference.segment import segment_video
     from vidseg.io.video import open_video
 
@@ -423,7 +446,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint directory (its config names the dataset), or a preset / YAML with --weights")
     p.add_argument("--weights", default=None, help="checkpoint directory, when CONFIG_OR_CKPT is a config")
     p.add_argument("--split", default="val", help="train, val, or any split with --gt (default val)")
-    p.add_argument("--task", choices=["vis", "ovis", "vps", "vss"], default=None,
+    p.add_argument("--task", choices=list(SUBMISSION_TASK), default=None,
                    help="submission format (default: from the config's data.format)")
     p.add_argument("--gt", default=None,
                    help="GT: YouTube-VIS/OVIS or VIPSeg JSON, VSPW root (default: the config's data paths)")
@@ -442,11 +465,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 _PREDICT_TASK = {"ytvis": "vis", "ovis": "ovis", "vipseg": "vps", "vspw": "vss"}
 
 
-def _predict_gt(config: object, task: str, split: str) -> str:
+def _predict_gt(config: ExperimentConfig, task: str, split: str) -> str:
     """The split's GT from `config.data`: the annotation JSON (vis, ovis, vps) or the VSPW root (vss)."""
     from vidseg.errors import ConfigError
 
-    data = config.data  # type: ignore[attr-defined]
+    data = config.data
     root = getattr(data, f"{split}_root", "")
     annotations = getattr(data, f"{split}_annotations", "")
     if task == "vss":
@@ -477,7 +500,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     _require_path(args.gt, "--gt")
     check_writable_dir(args.out)
     if is_ckpt:
-        from vidseg.training.checkpoint import load_checkpoint
+        from vidseg.io.checkpoint import load_checkpoint
 
         config = apply_overrides(load_checkpoint(weights).config, args.overrides)
     else:

@@ -16,11 +16,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
 from vidseg.errors import ConfigError
+from vidseg.types import Classification, TaskName
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # ---------------------------------------------------------------------------------------------------------
 # Value ranges, checked in each config's `__post_init__` (so a config built in Python is checked too)
@@ -62,16 +66,21 @@ def _fraction(config: Any, *names: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Component configs
 
+# Named so that code choosing a value (the checkpoint converters) is checked against the same choices.
+BackboneName = Literal[
+    "resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l",
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn",
+    "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "vit_adapter_s", "vit_adapter_b", "vit_adapter_l",
+]
+# The keys of `vidseg.models.methods.METHODS` (which this torch-free module cannot import; a test checks them).
+ModelMethod = Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g", "video_mask2former"]
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
     """Backbone returning res2..res5 (strides 4, 8, 16, 32)."""
 
-    name: Literal[
-        "resnet50", "resnet101", "swin_t", "swin_s", "swin_b", "swin_l",
-        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "tiny_cnn",
-        "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "vit_adapter_s", "vit_adapter_b", "vit_adapter_l",
-    ] = "resnet50"
+    name: BackboneName = "resnet50"
     pretrained: bool = False
     frozen_bn: bool = True
     # Stages whose parameters are frozen: 0 = none, 1 = stem, k = stem + first k-1 stages.
@@ -211,12 +220,13 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     num_classes: int = 80
     # softmax: K+1 logits with a no-object class (Mask2Former); sigmoid: K focal logits (Local2Global).
-    classification: Literal["softmax", "sigmoid"] = "softmax"
+    classification: Classification = "softmax"
     # DVIS++ re-identification MLP on the last decoder queries (gives the 2C-wide tracker input).
     reid_head: bool = False
-    # Video model on top of the segmenter: none (image), MinVIS association, DVIS++ online/offline, L2G,
-    # or Video Mask2Former (the segmenter's decoder becomes clip-level: `vidseg.models.video_mask2former`).
-    method: Literal["segmenter", "minvis", "dvis_online", "dvis_offline", "l2g", "video_mask2former"] = "segmenter"
+    # Video model on top of the segmenter (`vidseg.models.methods`): none (image; tracked with MinVIS),
+    # MinVIS association, DVIS++ online/offline, L2G, or Video Mask2Former (the segmenter's decoder becomes
+    # clip-level: `vidseg.models.video_mask2former`).
+    method: ModelMethod = "segmenter"
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     l2g: L2GConfig = field(default_factory=L2GConfig)
@@ -310,7 +320,7 @@ class OMAConfig:
 class InferenceConfig:
     """Post-processing thresholds."""
 
-    task: Literal["vis", "vps", "vss", "instance", "panoptic", "semantic"] = "vis"
+    task: TaskName = "vis"
     object_mask_threshold: float = 0.8
     overlap_threshold: float = 0.8
     # VIS results per video (the official MAX_NUM: YouTube-VIS 10, OVIS / VIPSeg 20; image instances 100).
@@ -437,7 +447,7 @@ class ExperimentConfig:
 # ---------------------------------------------------------------------------------------------------------
 # Generic machinery
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 _PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -486,7 +496,15 @@ def _build(make: Any, prefix: str, source: str, *args: Any, **kwargs: Any) -> An
         raise ConfigError(_where(source, prefix + e.key, e.reason)) from None
 
 
-def load_yaml(path: str | Path, cls: type[C] = ExperimentConfig) -> C:  # type: ignore[assignment]
+@typing.overload
+def load_yaml(path: str | Path) -> ExperimentConfig: ...
+
+
+@typing.overload
+def load_yaml(path: str | Path, cls: type[C]) -> C: ...
+
+
+def load_yaml(path: str | Path, cls: type[Any] = ExperimentConfig) -> Any:
     """Load a YAML config file (safe loader) into `cls`."""
     path = Path(path)
     try:
@@ -496,7 +514,15 @@ def load_yaml(path: str | Path, cls: type[C] = ExperimentConfig) -> C:  # type: 
     return parse_yaml(text, cls, source=str(path))
 
 
-def parse_yaml(text: str, cls: type[C] = ExperimentConfig, *, source: str = "") -> C:  # type: ignore[assignment]
+@typing.overload
+def parse_yaml(text: str, *, source: str = "") -> ExperimentConfig: ...
+
+
+@typing.overload
+def parse_yaml(text: str, cls: type[C], *, source: str = "") -> C: ...
+
+
+def parse_yaml(text: str, cls: type[Any] = ExperimentConfig, *, source: str = "") -> Any:
     """Parse YAML text into `cls`."""
     try:
         data = yaml.safe_load(text)
@@ -524,13 +550,13 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
     return config
 
 
-def valid_keys(cls: type, prefix: str = "") -> list[str]:
+def valid_keys(cls: type[DataclassInstance], prefix: str = "") -> list[str]:
     """All dotted leaf keys of a config class."""
     keys: list[str] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         t = hints[f.name]
-        if dataclasses.is_dataclass(t):
+        if isinstance(t, type) and dataclasses.is_dataclass(t):
             keys.extend(valid_keys(t, f"{prefix}{f.name}."))
         else:
             keys.append(f"{prefix}{f.name}")
@@ -574,7 +600,7 @@ def _coerce(hint: Any, value: Any, key: str, source: str, from_override: bool = 
     """Check `value` against the type `hint`; return it in canonical form (tuples, floats)."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, source=source, prefix=key + ".")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -17,11 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidseg.bundled import DEMO_CLIP, DEMO_MODEL
 from vidseg.inference.segment import confident
 
-ASSETS = Path(__file__).parent / "assets"
-DEMO_MODEL = ASSETS / "demo_model"
-DEMO_CLIP = ASSETS / "demo_clip.mp4"
 DEFAULT_MIN_SCORE = 0.5
 
 
@@ -64,7 +62,8 @@ def run_demo(
         f"on {predictor.device}")
     log(f"video: {info.source} ({info.num_frames or '?'} frames at {info.fps or '?'} fps, "
         f"{info.width}x{info.height})")
-    frames, drawn = 0, set()
+    frames = 0
+    drawn: set[int] = set()
     start = time.perf_counter()
     with OverlayWriter(out_dir, fps=info.fps, class_names=predictor.classes.names) as overlay:
         stream = predictor.stream(video, should_stop=lambda: max_frames is not None and frames >= max_frames)

@@ -49,8 +49,6 @@ OFFICIAL_TEST_SETTINGS: dict[str, InferenceConfig] = {
 # project ships no OVIS config; the OVIS test size stays the one above.
 _VIDEO_M2F_MIN_SIZE = {"ytvis19": 360, "ytvis21": 360}
 _VIDEO_M2F_TOPK = 10
-_STAGE_OF_METHOD = {"segmenter": "segmenter", "dvis_online": "tracker", "dvis_offline": "refiner",
-                    "video_mask2former": "video_mask2former"}
 
 
 def read_published(
@@ -129,8 +127,10 @@ def convert_weights(
             the model they describe, a class count that differs from `dataset`'s, or an existing `out`
             that is not a checkpoint; nothing is written then.
     """
+    from vidseg.data.classes import dataset_classes
+    from vidseg.io.checkpoint import load_weights, save_checkpoint
+    from vidseg.models.methods import METHODS
     from vidseg.models.model import build_model
-    from vidseg.training.checkpoint import load_weights, save_checkpoint
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and (out / "manifest.json").is_file()):
@@ -138,6 +138,8 @@ def convert_weights(
     model_config, state = read_published(source, src, model)
     config = experiment_config(model_config, dataset, str(src))
     built = build_model(model_config)
-    target = built.segmenter if model_config.method == "segmenter" else built
+    method = METHODS[model_config.method]
+    target = built.segmenter if method.bare_segmenter else built
     load_weights(target, state, src)
-    return save_checkpoint(out, state, config, _STAGE_OF_METHOD[model_config.method], iteration=0)
+    classes = dataset_classes(config.data, model_config.num_classes)  # the --dataset vocabulary, if any
+    return save_checkpoint(out, state, config, method.stage, iteration=0, classes=classes)

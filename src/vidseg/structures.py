@@ -200,6 +200,14 @@ def rgb_to_panoptic(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def remap_raw_vspw_labels(label: np.ndarray) -> np.ndarray:
+    """Raw VSPW label PNG values [H, W] -> uint8 class indices, the dataset README's convention on uint8
+    labels: 0 ("others") and 255 (void) -> 255, c -> c - 1 (1..124 -> 0..123)."""
+    out = label.astype(np.uint8) - np.uint8(1)  # 0 wraps to 255; 255 becomes 254, the only 254
+    out |= out == 254  # 254 -> 255, in place (uint8 | bool)
+    return out
+
+
 def semantic_to_vspw_png(semantic: np.ndarray) -> np.ndarray:
     """Class map [H, W] (0..123, -1 void) -> uint8 PNG values of VSPW predictions.
 

@@ -7,7 +7,6 @@
 """
 
 from vidseg.data.annotations import (
-    Category,
     InstanceTrack,
     PanopticDataset,
     PanopticFrame,
@@ -25,6 +24,7 @@ from vidseg.data.sources import FrameLabels, InstanceSource, PanopticSource, Sem
 from vidseg.data.synthetic import SyntheticVideo, generate_video, write_synthetic_dataset
 from vidseg.data.transforms import ClipAugment
 from vidseg.data.validate import ValidationReport, validate_dataset
+from vidseg.types import Category
 
 __all__ = [
     "Category", "InstanceTrack", "PanopticDataset", "PanopticFrame", "PanopticVideo", "SegmentInfo",

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from vidseg.data.imageio import read_label_png, read_rgb
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import read_label_png, read_rgb
 from vidseg.structures import RLE, decode_rle, rgb_to_panoptic
+from vidseg.types import Category
 
 
 class ProblemLog:
@@ -37,15 +39,32 @@ class ProblemLog:
         self.problems.append(error)
 
 
-@dataclass(frozen=True)
-class Category:
-    """A dataset category: its id as written in the files, name and thing/stuff flag."""
+V = TypeVar("V")
 
-    id: int
-    name: str
-    isthing: bool = True
-    color: tuple[int, int, int] | None = None
-    supercategory: str | None = None
+
+@dataclass
+class VideoDataset(Generic[V]):
+    """What the three record families share: the categories and the readable videos of one split.
+
+    Attributes:
+        categories: sorted by id; contiguous class index k is `categories[k]`.
+        videos: the readable videos.
+        source: the annotation file or root folder it was read from.
+        problems: errors of skipped items (only with `skip_bad`).
+    """
+
+    categories: list[Category]
+    videos: list[V]
+    source: Path | None = None
+    problems: list[DataFormatError] = field(default_factory=list)
+
+    def category_index(self) -> dict[int, int]:
+        """Dataset category id -> contiguous class index 0..K-1."""
+        return {c.id: k for k, c in enumerate(self.categories)}
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.categories]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -122,28 +141,8 @@ class VideoAnnotation:
 
 
 @dataclass
-class VisDataset:
-    """An instance-level video dataset (YouTube-VIS / OVIS / DAVIS / COCO-as-videos).
-
-    Attributes:
-        categories: sorted by id; contiguous class index k is `categories[k]`.
-        videos: the readable videos.
-        source: the annotation file or root folder it was read from.
-        problems: errors of skipped items (only with `skip_bad`).
-    """
-
-    categories: list[Category]
-    videos: list[VideoAnnotation]
-    source: Path | None = None
-    problems: list[DataFormatError] = field(default_factory=list)
-
-    def category_index(self) -> dict[int, int]:
-        """Dataset category id -> contiguous class index 0..K-1."""
-        return {c.id: k for k, c in enumerate(self.categories)}
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.categories]
+class VisDataset(VideoDataset[VideoAnnotation]):
+    """An instance-level video dataset (YouTube-VIS / OVIS / DAVIS / COCO-as-videos)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -212,21 +211,8 @@ class PanopticVideo:
 
 
 @dataclass
-class PanopticDataset:
+class PanopticDataset(VideoDataset[PanopticVideo]):
     """A panoptic video dataset (VIPSeg) or COCO panoptic (images as 1-frame videos)."""
-
-    categories: list[Category]
-    videos: list[PanopticVideo]
-    source: Path | None = None
-    problems: list[DataFormatError] = field(default_factory=list)
-
-    def category_index(self) -> dict[int, int]:
-        """Dataset category id -> contiguous class index (categories sorted by id)."""
-        return {c.id: k for k, c in enumerate(self.categories)}
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.categories]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -262,14 +248,5 @@ class SemanticVideo:
 
 
 @dataclass
-class SemanticDataset:
+class SemanticDataset(VideoDataset[SemanticVideo]):
     """A VSPW-style dataset: one split's videos and the category names (index = raw label - 1)."""
-
-    categories: list[Category]
-    videos: list[SemanticVideo]
-    source: Path | None = None
-    problems: list[DataFormatError] = field(default_factory=list)
-
-    @property
-    def class_names(self) -> list[str]:
-        return [c.name for c in self.categories]

@@ -18,12 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidseg.config import DataConfig, MixSource
-from vidseg.data.clips import ClipDataset, Task
+from vidseg.data.clips import ClipDataset
 from vidseg.data.formats.davis import read_davis
 from vidseg.data.mixing import MixedClipDataset, remap_classes, resolve_class_map
 from vidseg.data.sources import InstanceSource, PanopticSource, SemanticSource, open_source
 from vidseg.data.transforms import ClipAugment
 from vidseg.errors import ConfigError, DataFormatError
+from vidseg.types import FrameTask
 
 # Formats read as an `InstanceSource`, which joint training (`data.mix`) maps the extra sources' classes into.
 _INSTANCE_FORMATS = ("ytvis", "ovis", "coco", "davis")
@@ -66,6 +67,7 @@ def mix_source(mix: MixSource, main: InstanceSource, key: str) -> InstanceSource
         if not getattr(mix, name):
             raise ConfigError(f"{key}.{name} is empty")
     source = open_source(mix.format, mix.root, mix.annotations, split="train")
+    assert isinstance(source, InstanceSource)  # every `MixSource.format` is an instance format
     target = main.dataset.categories
     mapping = resolve_class_map(mix, source.dataset.categories, target, key)
     remapped = remap_classes(source.dataset, mapping, target)
@@ -75,7 +77,7 @@ def mix_source(mix: MixSource, main: InstanceSource, key: str) -> InstanceSource
     return InstanceSource(remapped)
 
 
-def build_clip_dataset(cfg: DataConfig, task: Task, *, train: bool = True,
+def build_clip_dataset(cfg: DataConfig, task: FrameTask, *, train: bool = True,
                        seed: int = 0) -> ClipDataset | MixedClipDataset:
     """The training (or validation) clip dataset described by `cfg`.
 
@@ -106,6 +108,7 @@ def build_clip_dataset(cfg: DataConfig, task: Task, *, train: bool = True,
     if train and cfg.mix and cfg.format not in _INSTANCE_FORMATS:
         raise ConfigError(f"data.mix: joint training needs an instance dataset ({', '.join(_INSTANCE_FORMATS)}) as "
                           f"data.format, got {cfg.format!r}")
+    source: InstanceSource | PanopticSource | SemanticSource
     if cfg.format == "davis":
         sequences = davis_sequences(annotations, root, f"data.{split}_annotations")
         source = InstanceSource(read_davis(root, sequences))

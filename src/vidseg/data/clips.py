@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vidseg.data.sources import FrameLabels, VideoSource
+from vidseg.data.sources import FrameLabels, LabelSource
 from vidseg.data.transforms import ClipAugment, apply_image, apply_masks, random_affine_path, warp_image, warp_masks
-
-Task = Literal["instance", "panoptic", "semantic"]
+from vidseg.types import FrameTask
 
 
 @dataclass
@@ -126,7 +125,7 @@ def sample_frame_indices(
     return out
 
 
-def _targets(labels: list[FrameLabels], task: Task, thing_classes: list[bool]) -> list[FrameTarget]:
+def _targets(labels: list[FrameLabels], task: FrameTask, thing_classes: list[bool]) -> list[FrameTarget]:
     """Per-frame targets with one common entry list for the clip."""
     h, w = labels[0].void.shape
     entries: dict[int, int] = {}  # key -> class index, in order of first appearance
@@ -167,10 +166,10 @@ def _targets(labels: list[FrameLabels], task: Task, thing_classes: list[bool]) -
 
 
 class ClipDataset(Dataset):
-    """T-frame clips of a `VideoSource` with clip-consistent augmentation.
+    """T-frame clips of a `LabelSource` with clip-consistent augmentation.
 
     Args:
-        source: a `sources.InstanceSource` / `PanopticSource` / `SemanticSource` (or any `VideoSource`).
+        source: a `sources.InstanceSource` / `PanopticSource` / `SemanticSource` (or any `LabelSource`).
         num_frames: T.
         task: which targets to build (see the module docstring).
         sampling: `consecutive` or `random` within ± `sampling_range` annotated frames.
@@ -183,9 +182,9 @@ class ClipDataset(Dataset):
 
     def __init__(
         self,
-        source: VideoSource,
+        source: LabelSource,
         num_frames: int,
-        task: Task = "instance",
+        task: FrameTask = "instance",
         *,
         sampling: Literal["consecutive", "random"] = "random",
         sampling_range: int = 20,

@@ -29,11 +29,12 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from vidseg.data.annotations import Category, VideoAnnotation, VisDataset
+from vidseg.data.annotations import VideoAnnotation, VisDataset
 from vidseg.data.formats.davis import IMAGE_EXTS, read_davis_sequence
 from vidseg.data.formats.ytvis import write_ytvis
-from vidseg.data.imageio import write_jpeg
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import write_jpeg
+from vidseg.types import Category
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 

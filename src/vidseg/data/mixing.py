@@ -27,10 +27,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from vidseg.config import MixSource
-from vidseg.data.annotations import Category, VisDataset
+from vidseg.data.annotations import VisDataset
 from vidseg.data.catalog import class_map, vocabulary, vocabulary_names
 from vidseg.data.clips import Clip, ClipDataset
 from vidseg.errors import ConfigError
+from vidseg.types import Category
 
 __all__ = ["MixedClipDataset", "mix_counts", "remap_classes", "resolve_class_map"]
 
@@ -78,12 +79,13 @@ def resolve_class_map(mix: MixSource, source: Sequence[Category], target: Sequen
         if target_id not in names:
             raise ConfigError(f"{key}.class_map: {full!r} maps COCO category {coco_id} to category id {target_id}, "
                               f"which the training data does not have (is it {vocab_name}?)")
-    for target_id in sorted(set(mapping.values())) if vocab is not None else ():
-        expected = vocab.names[vocab.contiguous_id(target_id)]
-        if not _same_name(expected, names[target_id]):
-            raise ConfigError(f"{key}.class_map: {full!r} maps to {vocab_name} category {target_id} {expected!r}, "
-                              f"but the training data's category {target_id} is {names[target_id]!r} "
-                              f"(is it {vocab_name}?)")
+    if vocab is not None:
+        for target_id in sorted(set(mapping.values())):
+            expected = vocab.names[vocab.contiguous_id(target_id)]
+            if not _same_name(expected, names[target_id]):
+                raise ConfigError(f"{key}.class_map: {full!r} maps to {vocab_name} category {target_id} "
+                                  f"{expected!r}, but the training data's category {target_id} is "
+                                  f"{names[target_id]!r} (is it {vocab_name}?)")
     return mapping
 
 

@@ -69,11 +69,6 @@ def rle_bbox(rle: RLE) -> list[float]:
     return [float(v) for v in mask_utils.toBbox(r)]
 
 
-def rle_area(rle: RLE) -> int:
-    r = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-    return int(mask_utils.area(r))
-
-
 def mask_bbox(mask: np.ndarray) -> list[float]:
     """[x, y, w, h] of a binary mask [H, W] (COCO convention: w = x_max - x_min + 1)."""
     ys, xs = np.nonzero(mask)

@@ -1,4 +1,4 @@
-"""Per-frame labels of any dataset through one small interface, `VideoSource`.
+"""Per-frame labels of any dataset through one small interface, `LabelSource`.
 
 The clip dataset only needs: how many videos, which frames are annotated, a frame's pixels and a frame's
 labels as `FrameLabels` (one entry per segment with a contiguous class index, a stable id, a thing flag
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -19,10 +19,10 @@ from vidseg.data.formats.coco import read_coco_instances, read_coco_panoptic
 from vidseg.data.formats.davis import read_davis
 from vidseg.data.formats.panoptic import check_panoptic_ids
 from vidseg.data.formats.vipseg import read_vipseg
-from vidseg.data.formats.vspw import VOID, read_vspw, to_train_ids
+from vidseg.data.formats.vspw import VOID, read_vspw
 from vidseg.data.formats.ytvis import read_ytvis
 from vidseg.errors import DataFormatError
-from vidseg.structures import decode_rle
+from vidseg.structures import decode_rle, remap_raw_vspw_labels
 
 
 @dataclass
@@ -52,7 +52,7 @@ class FrameLabels:
                            np.zeros((height, width), bool))
 
 
-class VideoSource(Protocol):
+class LabelSource(Protocol):
     """What `ClipDataset` reads from."""
 
     class_names: list[str]
@@ -67,49 +67,16 @@ class VideoSource(Protocol):
     def load_labels(self, video: int, t: int) -> FrameLabels: ...
 
 
-class InstanceSource:
-    """YouTube-VIS / OVIS / DAVIS / COCO instances: one entry per track present in the frame."""
+D = TypeVar("D", VisDataset, PanopticDataset, SemanticDataset)
 
-    def __init__(self, dataset: VisDataset):
-        self.dataset = dataset
-        self._index = dataset.category_index()
+
+class _DatasetSource(Generic[D]):
+    """What the adapters share: one record family's videos, read lazily, every frame annotated."""
+
+    def __init__(self, dataset: D, thing_classes: list[bool]):
+        self.dataset: D = dataset
         self.class_names = dataset.class_names
-        self.thing_classes = [True] * len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.dataset.videos)
-
-    def annotated_frames(self, video: int) -> list[int]:
-        v = self.dataset.videos[video]
-        return [t for t in range(len(v)) if v.is_annotated(t)]
-
-    def load_frame(self, video: int, t: int) -> np.ndarray:
-        return self.dataset.videos[video].load_frame(t)
-
-    def load_labels(self, video: int, t: int) -> FrameLabels:
-        v = self.dataset.videos[video]
-        present = [tr for tr in v.instances if tr.segmentations[t] is not None]
-        if not present:
-            return FrameLabels.empty(v.height, v.width)
-        masks = np.stack([decode_rle(tr.segmentations[t]) for tr in present])
-        return FrameLabels(
-            ids=np.array([tr.id for tr in present], np.int64),
-            class_ids=np.array([self._index[tr.category_id] for tr in present], np.int64),
-            masks=masks,
-            is_thing=np.ones(len(present), bool),
-            is_crowd=np.array([bool(tr.iscrowd) for tr in present]),
-            void=np.zeros((v.height, v.width), bool),
-        )
-
-
-class PanopticSource:
-    """VIPSeg / COCO panoptic: one entry per listed segment; unlisted pixels (id 0) are void."""
-
-    def __init__(self, dataset: PanopticDataset):
-        self.dataset = dataset
-        self._index = dataset.category_index()
-        self.class_names = dataset.class_names
-        self.thing_classes = [c.isthing for c in dataset.categories]
+        self.thing_classes = thing_classes
 
     def __len__(self) -> int:
         return len(self.dataset.videos)
@@ -120,9 +87,45 @@ class PanopticSource:
     def load_frame(self, video: int, t: int) -> np.ndarray:
         return self.dataset.videos[video].load_frame(t)
 
+
+class InstanceSource(_DatasetSource[VisDataset]):
+    """YouTube-VIS / OVIS / DAVIS / COCO instances: one entry per track present in the frame."""
+
+    def __init__(self, dataset: VisDataset):
+        super().__init__(dataset, [True] * len(dataset.categories))
+        self._index = dataset.category_index()
+
+    def annotated_frames(self, video: int) -> list[int]:
+        v = self.dataset.videos[video]
+        return [t for t in range(len(v)) if v.is_annotated(t)]
+
+    def load_labels(self, video: int, t: int) -> FrameLabels:
+        v = self.dataset.videos[video]
+        present = [(tr, rle) for tr in v.instances if (rle := tr.segmentations[t]) is not None]
+        if not present:
+            return FrameLabels.empty(v.height, v.width)
+        masks = np.stack([decode_rle(rle) for _, rle in present])
+        return FrameLabels(
+            ids=np.array([tr.id for tr, _ in present], np.int64),
+            class_ids=np.array([self._index[tr.category_id] for tr, _ in present], np.int64),
+            masks=masks,
+            is_thing=np.ones(len(present), bool),
+            is_crowd=np.array([bool(tr.iscrowd) for tr, _ in present]),
+            void=np.zeros((v.height, v.width), bool),
+        )
+
+
+class PanopticSource(_DatasetSource[PanopticDataset]):
+    """VIPSeg / COCO panoptic: one entry per listed segment; unlisted pixels (id 0) are void."""
+
+    def __init__(self, dataset: PanopticDataset):
+        super().__init__(dataset, [c.isthing for c in dataset.categories])
+        self._index = dataset.category_index()
+
     def load_labels(self, video: int, t: int) -> FrameLabels:
         v = self.dataset.videos[video]
         ids = v.load_panoptic(t)
+        assert v.mask_root is not None  # load_panoptic needs it too
         frame = v.frames[t]
         check_panoptic_ids(ids, frame.segments, v.mask_root / frame.mask_file, field="segments_info")
         segs = [s for s in frame.segments]
@@ -138,27 +141,16 @@ class PanopticSource:
         )
 
 
-class SemanticSource:
+class SemanticSource(_DatasetSource[SemanticDataset]):
     """VSPW: one entry per class present (id = class index); others and void pixels are void."""
 
     def __init__(self, dataset: SemanticDataset):
-        self.dataset = dataset
-        self.class_names = dataset.class_names
-        self.thing_classes = [False] * len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.dataset.videos)
-
-    def annotated_frames(self, video: int) -> list[int]:
-        return list(range(len(self.dataset.videos[video])))
-
-    def load_frame(self, video: int, t: int) -> np.ndarray:
-        return self.dataset.videos[video].load_frame(t)
+        super().__init__(dataset, [False] * len(dataset.categories))
 
     def load_labels(self, video: int, t: int) -> FrameLabels:
         v = self.dataset.videos[video]
         raw = v.load_mask(t)
-        labels = to_train_ids(raw)
+        labels = remap_raw_vspw_labels(raw)
         classes = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)[:VOID])
         if classes.size and classes.max() >= len(self.class_names):
             raise DataFormatError(
@@ -179,7 +171,7 @@ class SemanticSource:
 def open_source(
     fmt: str, root: str | Path, annotations: str | Path = "", *, split: str = "train", skip_bad: bool = False
 ) -> InstanceSource | PanopticSource | SemanticSource:
-    """Read a dataset in `fmt` and wrap it as a `VideoSource`.
+    """Read a dataset in `fmt` and wrap it as a `LabelSource`.
 
     Args:
         fmt: ytvis | ovis | vipseg | vspw | coco | coco_panoptic | davis (as in `DataConfig.format`).

@@ -42,12 +42,12 @@ from vidseg.data.annotations import (
     VideoAnnotation,
     VisDataset,
 )
-from vidseg.data.formats.jsonio import dump_json, write_lines
 from vidseg.data.formats.panoptic import segments_from_panoptic, write_panoptic_png
 from vidseg.data.formats.vipseg import write_vipseg
 from vidseg.data.formats.vspw import write_vspw_meta
 from vidseg.data.formats.ytvis import make_track, write_ytvis
-from vidseg.data.imageio import JPEG_QUALITY, write_png
+from vidseg.io.imageio import JPEG_QUALITY, write_png
+from vidseg.io.jsonio import dump_json, write_lines
 from vidseg.structures import encode_rle
 
 THING_CLASSES = ("disc", "box", "triangle", "ring")
@@ -169,7 +169,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) 
     """[H, W] float32 in [0, 1): value noise, bilinear upsampling of a coarse random grid."""
     gh, gw = height // cell + 2, width // cell + 2
     grid = (rng.random((gh, gw)) * 255).astype(np.uint8)
-    up = Image.fromarray(grid).resize((gw * cell, gh * cell), Image.BILINEAR)
+    up = Image.fromarray(grid).resize((gw * cell, gh * cell), Image.Resampling.BILINEAR)
     return np.asarray(up, np.float32)[:height, :width] / 255.0
 
 
@@ -501,7 +501,7 @@ def write_synthetic_dataset(
             write_ytvis(ytvis, roots["ytvis"] / split / "instances.json")
         if "vipseg" in formats:
             write_vipseg(vipseg, roots["vipseg"] / f"panoptic_gt_VIPSeg_{split}.json")
-            write_lines(roots["vipseg"] / f"{split}.txt", [v.video_id for v in vipseg.videos])
+            write_lines(roots["vipseg"] / f"{split}.txt", [str(v.video_id) for v in vipseg.videos])
     if "vspw" in formats:
         stuff_cats = [Category(k, n, False) for k, n in enumerate(CLASS_NAMES)]
         write_vspw_meta(

@@ -100,7 +100,7 @@ def apply_image(image: np.ndarray, params: AugParams) -> np.ndarray:
     """[H, W, 3] uint8 -> [h', w', 3] uint8."""
     h, w = image.shape[:2]
     if params.size != (h, w):
-        image = np.asarray(Image.fromarray(image).resize((params.size[1], params.size[0]), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((params.size[1], params.size[0]), Image.Resampling.BILINEAR))
     if params.crop is not None:
         y0, x0, ch, cw = params.crop
         image = image[y0 : y0 + ch, x0 : x0 + cw]
@@ -192,7 +192,9 @@ def warp_image(image: np.ndarray, inverse: np.ndarray) -> np.ndarray:
     """[H, W, 3] uint8 warped by an output->input 2x3 map (bilinear, zeros outside)."""
     h, w = image.shape[:2]
     # PIL samples at pixel centres with the same coefficients convention (x_in = a x + b y + c)
-    im = Image.fromarray(image).transform((w, h), Image.AFFINE, tuple(inverse.ravel()), Image.BILINEAR)
+    im = Image.fromarray(image).transform(
+        (w, h), Image.Transform.AFFINE, tuple(inverse.ravel()), Image.Resampling.BILINEAR
+    )
     return np.asarray(im)
 
 

@@ -13,21 +13,33 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from vidseg.data.annotations import PanopticDataset, SemanticDataset, VisDataset
+from vidseg.data.annotations import (
+    PanopticDataset,
+    PanopticVideo,
+    SemanticDataset,
+    SemanticVideo,
+    VideoAnnotation,
+    VisDataset,
+)
 from vidseg.data.formats.davis import read_davis
 from vidseg.data.formats.panoptic import check_panoptic_ids
 from vidseg.data.formats.vipseg import read_vipseg
 from vidseg.data.formats.vspw import VOID, read_vspw
 from vidseg.data.formats.ytvis import read_ytvis
-from vidseg.data.imageio import image_size
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import image_size
 
 VALIDATE_FORMATS = ("ytvis", "vipseg", "vspw", "davis")
+
+V = TypeVar("V", bound=Sized)
+R = TypeVar("R")
 
 
 @dataclass
@@ -93,24 +105,35 @@ def _find(path: Path, patterns: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def _check_vis(ds: VisDataset, report: ValidationReport) -> None:
-    names = {c.id: c.name for c in ds.categories}
-    counts: Counter[str] = Counter()
-    for v in ds.videos:
+def _readable(report: ValidationReport, videos: Iterable[V], check: Callable[[V], R]) -> Iterator[tuple[V, R]]:
+    """Each video with what `check` found in it; a video `check` finds a problem in is left out (skipped),
+    its problem recorded in `report`."""
+    for v in videos:
         try:
-            for t in range(len(v)):
-                if image_size(v.frame_path(t), field=f"video {v.name} frame {t}") != (v.height, v.width):
-                    got = image_size(v.frame_path(t))
-                    raise DataFormatError(
-                        v.frame_path(t), f"frame is {got[1]}x{got[0]} but the JSON says {v.width}x{v.height}",
-                        field=f"video {v.name} frame {t}",
-                    )
+            found = check(v)
         except DataFormatError as e:
             report.problems.append(str(e))
             report.skipped_videos += 1
             continue
         report.num_videos += 1
         report.num_frames += len(v)
+        yield v, found
+
+
+def _check_vis(ds: VisDataset, report: ValidationReport) -> None:
+    names = {c.id: c.name for c in ds.categories}
+    counts: Counter[str] = Counter()
+
+    def check(v: VideoAnnotation) -> None:
+        for t in range(len(v)):
+            if image_size(v.frame_path(t), field=f"video {v.name} frame {t}") != (v.height, v.width):
+                got = image_size(v.frame_path(t))
+                raise DataFormatError(
+                    v.frame_path(t), f"frame is {got[1]}x{got[0]} but the JSON says {v.width}x{v.height}",
+                    field=f"video {v.name} frame {t}",
+                )
+
+    for v, _ in _readable(report, ds.videos, check):
         for tr in v.instances:
             counts[names[tr.category_id]] += 1
             report.num_instances += 1
@@ -120,32 +143,32 @@ def _check_vis(ds: VisDataset, report: ValidationReport) -> None:
 def _check_panoptic(ds: PanopticDataset, report: ValidationReport) -> None:
     names = {c.id: c.name for c in ds.categories}
     counts: Counter[str] = Counter()
-    for v in ds.videos:
+
+    def check(v: PanopticVideo) -> set[tuple[int, int]]:
+        """The (segment id, category) pairs of the video."""
         seen: set[tuple[int, int]] = set()
-        try:
-            for t, f in enumerate(v.frames):
-                where = f"video {v.video_id} frame {t}"
-                if image_size(v.image_root / f.image_file, field=where) != (v.height, v.width):
+        image_root, mask_root = v.image_root, v.mask_root
+        assert image_root is not None and mask_root is not None  # read_vipseg sets both
+        for t, f in enumerate(v.frames):
+            where = f"video {v.video_id} frame {t}"
+            if image_size(image_root / f.image_file, field=where) != (v.height, v.width):
+                raise DataFormatError(
+                    image_root / f.image_file, f"frame size differs from {v.width}x{v.height}", field=where
+                )
+            ids = v.load_panoptic(t)
+            check_panoptic_ids(ids, f.segments, mask_root / f.mask_file, field=f"{where} segments_info")
+            areas = np.bincount(ids.ravel()) if ids.size else np.zeros(1, np.int64)
+            for s in f.segments:
+                png_area = int(areas[s.id]) if s.id < areas.size else 0
+                if s.area != png_area:
                     raise DataFormatError(
-                        v.image_root / f.image_file, f"frame size differs from {v.width}x{v.height}", field=where
+                        ds.source, f"area {s.area} but the PNG has {png_area} pixels",
+                        field=f"{where} segment {s.id}.area",
                     )
-                ids = v.load_panoptic(t)
-                check_panoptic_ids(ids, f.segments, v.mask_root / f.mask_file, field=f"{where} segments_info")
-                areas = np.bincount(ids.ravel()) if ids.size else np.zeros(1, np.int64)
-                for s in f.segments:
-                    png_area = int(areas[s.id]) if s.id < areas.size else 0
-                    if s.area != png_area:
-                        raise DataFormatError(
-                            ds.source, f"area {s.area} but the PNG has {png_area} pixels",
-                            field=f"{where} segment {s.id}.area",
-                        )
-                    seen.add((s.id, s.category_id))
-        except DataFormatError as e:
-            report.problems.append(str(e))
-            report.skipped_videos += 1
-            continue
-        report.num_videos += 1
-        report.num_frames += len(v)
+                seen.add((s.id, s.category_id))
+        return seen
+
+    for _, seen in _readable(report, ds.videos, check):
         report.num_instances += len(seen)
         counts.update(names[c] for _, c in seen)
     _add_counts(report, {c.name: counts[c.name] for c in ds.categories})
@@ -154,26 +177,24 @@ def _check_panoptic(ds: PanopticDataset, report: ValidationReport) -> None:
 def _check_semantic(ds: SemanticDataset, report: ValidationReport) -> None:
     k = len(ds.categories)
     counts = np.zeros(k, np.int64)
-    for v in ds.videos:
+
+    def check(v: SemanticVideo) -> np.ndarray:
+        """[K] frames of the video each class is present in."""
         present = np.zeros(k, np.int64)
-        try:
-            for t in range(len(v)):
-                image_size(v.frame_files[t], field=f"video {v.name} frame {t}")
-                raw = v.load_mask(t)
-                labels = np.flatnonzero(np.bincount(raw.ravel().astype(np.int64), minlength=256))
-                bad = [int(x) for x in labels if x != VOID and x > k]
-                if bad:
-                    raise DataFormatError(
-                        v.mask_files[t], f"labels {bad[:5]} outside 0..{k} and {VOID}", field=f"video {v.name} mask"
-                    )
-                present[[x - 1 for x in labels if 0 < x <= k]] += 1
-        except DataFormatError as e:
-            report.problems.append(str(e))
-            report.skipped_videos += 1
-            continue
+        for t in range(len(v)):
+            image_size(v.frame_files[t], field=f"video {v.name} frame {t}")
+            raw = v.load_mask(t)
+            labels = np.flatnonzero(np.bincount(raw.ravel().astype(np.int64), minlength=256))
+            bad = [int(x) for x in labels if x != VOID and x > k]
+            if bad:
+                raise DataFormatError(
+                    v.mask_files[t], f"labels {bad[:5]} outside 0..{k} and {VOID}", field=f"video {v.name} mask"
+                )
+            present[[x - 1 for x in labels if 0 < x <= k]] += 1
+        return present
+
+    for _, present in _readable(report, ds.videos, check):
         counts += present
-        report.num_videos += 1
-        report.num_frames += len(v)
     report.num_instances += int(counts.sum())
     _add_counts(report, {c.name: int(n) for c, n in zip(ds.categories, counts)})
 
@@ -206,19 +227,19 @@ def validate_dataset(path: str | Path, fmt: str, *, skip_bad: bool = False) -> V
             if not files:
                 raise DataFormatError(path, "no panoptic_gt_VIPSeg_<split>.json found")
             for f in files:
-                ds = read_vipseg(f, skip_bad=True)
+                panoptic = read_vipseg(f, skip_bad=True)
                 report.splits.append(f.stem.removeprefix("panoptic_gt_VIPSeg_"))
-                report.problems += [str(p) for p in ds.problems]
-                _check_panoptic(ds, report)
+                report.problems += [str(p) for p in panoptic.problems]
+                _check_panoptic(panoptic, report)
         elif fmt == "vspw":
             splits = [s for s in ("train", "val", "test") if (path / f"{s}.txt").is_file()]
             if not splits:
                 raise DataFormatError(path, "no train.txt / val.txt / test.txt list found")
             for s in splits:
-                ds = read_vspw(path, s, skip_bad=True, need_masks=s != "test")
+                semantic = read_vspw(path, s, skip_bad=True, need_masks=s != "test")
                 report.splits.append(s)
-                report.problems += [str(p) for p in ds.problems]
-                _check_semantic(ds, report)
+                report.problems += [str(p) for p in semantic.problems]
+                _check_semantic(semantic, report)
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

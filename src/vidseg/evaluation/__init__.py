@@ -8,7 +8,14 @@ from vidseg.evaluation.davis import DavisEvaluator, DavisMetrics, evaluate_davis
 from vidseg.evaluation.pq import PanopticEvaluator, PanopticMetrics, evaluate_coco_panoptic
 from vidseg.evaluation.report import evaluate_task, format_table, write_metrics
 from vidseg.evaluation.stq import StqEvaluator, StqMetrics, stq_from_label_maps
-from vidseg.evaluation.submission import VipsegSubmissionWriter, VspwSubmissionWriter, YtvisSubmissionWriter
+from vidseg.evaluation.submission import (
+    SubmissionWriter,
+    VideoKey,
+    VipsegSubmissionWriter,
+    VspwSubmissionWriter,
+    YtvisSubmissionWriter,
+    writer_for,
+)
 from vidseg.evaluation.vipseg import VipsegEvaluator, VipsegGroundTruth, VipsegMetrics, evaluate_vipseg
 from vidseg.evaluation.vpq import VpqEvaluator, VpqMetrics
 from vidseg.evaluation.vspw import VspwEvaluator, VspwMetrics, evaluate_vspw
@@ -21,10 +28,12 @@ __all__ = [
     "PanopticMetrics",
     "StqEvaluator",
     "StqMetrics",
+    "SubmissionWriter",
     "VipsegEvaluator",
     "VipsegGroundTruth",
     "VipsegMetrics",
     "VipsegSubmissionWriter",
+    "VideoKey",
     "VpqEvaluator",
     "VpqMetrics",
     "VspwEvaluator",
@@ -43,4 +52,5 @@ __all__ = [
     "format_table",
     "stq_from_label_maps",
     "write_metrics",
+    "writer_for",
 ]

@@ -1,12 +1,11 @@
-"""File reading shared by the evaluators: JSON, PNG and worker pools, with errors that name the file.
+"""What the file-based evaluators share: the prediction-size check and an ordered worker pool.
 
-The evaluators read the official formats themselves (as the official scripts do) so that they do not
-depend on the dataset readers.
+The evaluators read the official formats themselves (as the official scripts do), through the readers of
+`vidseg.io` (JSON, label and panoptic PNGs, with errors that name the file), not the dataset readers.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -16,62 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from vidseg.errors import DataFormatError
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def load_json(path: str | Path) -> Any:
-    """Parse a JSON file; `DataFormatError` for a missing or invalid file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataFormatError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-
-
-def field(obj: Any, key: str, path: str | Path, where: str) -> Any:
-    """`obj[key]`, or a `DataFormatError` naming `where.key` when `obj` is not a dict or lacks `key`."""
-    if not isinstance(obj, dict):
-        raise DataFormatError(path, f"expected an object, got {type(obj).__name__}", field=where)
-    if key not in obj:
-        raise DataFormatError(path, "missing", field=f"{where}.{key}")
-    return obj[key]
-
-
-def read_png(path: str | Path) -> np.ndarray:
-    """Pixel array of a PNG exactly as `np.array(Image.open(path))` gives it ([H, W] or [H, W, C])."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "file not found")
-    try:
-        with Image.open(path) as im:
-            return np.array(im)
-    except OSError as e:
-        raise DataFormatError(path, f"cannot read image: {e}") from e
-
-
-def read_label_png(path: str | Path) -> np.ndarray:
-    """Single-channel label PNG (mode L or P) -> [H, W] array of its values (palette indices for P)."""
-    arr = read_png(path)
-    if arr.ndim != 2:
-        raise DataFormatError(path, f"expected a single-channel label PNG, got shape {arr.shape}")
-    return arr
-
-
-def read_id_png(path: str | Path) -> np.ndarray:
-    """RGB panoptic PNG -> [H, W] uint32 ids `R + 256 G + 256^2 B` (COCO panoptic / VIPSeg)."""
-    arr = read_png(path)
-    if arr.ndim != 3 or arr.shape[2] < 3:
-        raise DataFormatError(path, f"expected an RGB panoptic PNG, got shape {arr.shape}")
-    rgb = arr[..., :3].astype(np.uint32)
-    return rgb[..., 0] + rgb[..., 1] * 256 + rgb[..., 2] * 65536
 
 
 def check_same_size(pred: np.ndarray, gt_shape: tuple[int, ...], path: str | Path) -> None:

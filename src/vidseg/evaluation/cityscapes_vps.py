@@ -31,9 +31,12 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import default_workers, field, load_json, ordered_map, read_id_png
-from vidseg.evaluation.pq import Category, PQStats, frame_pairs, gt_segments, parse_categories
+from vidseg.evaluation._files import default_workers, ordered_map
+from vidseg.evaluation.pq import PQStats, frame_pairs, gt_segments, parse_categories
 from vidseg.evaluation.vpq import VpqEvaluator, VpqMetrics, VpqVideoAccumulator
+from vidseg.io.imageio import read_id_png
+from vidseg.io.jsonio import load_json, require
+from vidseg.types import Category
 
 GT_JSON = "panoptic_gt_val_city_vps.json"
 FRAMES_PER_VIDEO = 6
@@ -76,20 +79,21 @@ class CityscapesVpsGroundTruth:
         path = Path(path)
         json_path = path / GT_JSON if path.is_dir() else path
         data = load_json(json_path)
-        images = field(data, "images", json_path, "")
-        anns = field(data, "annotations", json_path, "")
+        images = require(data, "images", object, json_path, "")
+        anns = require(data, "annotations", object, json_path, "")
         if not isinstance(images, list) or not isinstance(anns, list) or len(images) != len(anns):
             raise DataFormatError(json_path, "images and annotations must be lists of the same length")
         if len(images) < FRAMES_PER_VIDEO:
             raise DataFormatError(json_path, f"{len(images)} frames, fewer than one video ({FRAMES_PER_VIDEO})")
         frames = []
         for i, (img, ann) in enumerate(zip(images, anns)):
-            image_id = str(field(img, "id", json_path, f"images[{i}]"))
+            image_id = str(require(img, "id", object, json_path, f"images[{i}]"))
             if "image_id" in ann and str(ann["image_id"]) != image_id:
                 raise DataFormatError(json_path, f"image_id {ann['image_id']!r} != image id {image_id!r}",
                                       field=f"annotations[{i}]")
-            name = gt_png_name(str(field(img, "file_name", json_path, f"images[{i}]")))
-            frames.append(CvpsFrame(image_id, name, field(ann, "segments_info", json_path, f"annotations[{i}]")))
+            name = gt_png_name(str(require(img, "file_name", object, json_path, f"images[{i}]")))
+            info = require(ann, "segments_info", object, json_path, f"annotations[{i}]")
+            frames.append(CvpsFrame(image_id, name, info))
         groups = np.array_split(np.arange(len(frames)), len(frames) // FRAMES_PER_VIDEO)
         videos = [[frames[i] for i in g.tolist()] for g in groups]
         if png_dir is None:
@@ -101,10 +105,11 @@ class CityscapesVpsGroundTruth:
 def load_cvps_predictions(pred_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     """`pred.json` of a submission: image id -> segments_info."""
     path = Path(pred_dir) / "pred.json"
-    anns = field(load_json(path), "annotations", path, "")
+    anns = require(load_json(path), "annotations", object, path, "")
     out = {}
     for i, a in enumerate(anns):
-        out[str(field(a, "image_id", path, f"annotations[{i}]"))] = field(a, "segments_info", path, f"annotations[{i}]")
+        where = f"annotations[{i}]"
+        out[str(require(a, "image_id", object, path, where))] = require(a, "segments_info", object, path, where)
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import load_json
+from vidseg.io.jsonio import load_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 

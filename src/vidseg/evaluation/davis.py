@@ -27,7 +27,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import check_same_size, default_workers, ordered_map, read_label_png
+from vidseg.evaluation._files import check_same_size, default_workers, ordered_map
+from vidseg.io.imageio import read_label_png
 
 BOUND_TH = 0.008
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import check_same_size, default_workers, ordered_map, read_label_png
+from vidseg.evaluation._files import check_same_size, default_workers, ordered_map
+from vidseg.io.imageio import read_label_png
 
 IGNORE = 255
 

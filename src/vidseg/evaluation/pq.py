@@ -28,20 +28,13 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import check_same_size, default_workers, load_json, ordered_map, read_id_png
-from vidseg.evaluation._files import field as json_field
+from vidseg.evaluation._files import check_same_size, default_workers, ordered_map
+from vidseg.io.imageio import read_id_png
+from vidseg.io.jsonio import load_json, require
+from vidseg.types import Category
 
 OFFSET = 256 * 256 * 256
 VOID = 0
-
-
-@dataclass(frozen=True)
-class Category:
-    """A dataset category (panoptic JSON `categories`)."""
-
-    id: int
-    name: str
-    isthing: bool
 
 
 @dataclass
@@ -73,7 +66,7 @@ class FramePairs:
 
 
 def parse_categories(data: Any, path: str | Path) -> list[Category]:
-    cats = json_field(data, "categories", path, "")
+    cats = require(data, "categories", object, path, "")
     try:
         return [Category(int(c["id"]), str(c.get("name", c["id"])), bool(c.get("isthing", 0) == 1)) for c in cats]
     except (KeyError, TypeError) as e:
@@ -203,9 +196,9 @@ def match_window(frames: Sequence[FramePairs], stats: PQStats, where: str | Path
             # the official code asserts here; it means the JSON area is smaller than the PNG segment
             raise DataFormatError(where, f"GT segment {g}: JSON area is smaller than its pixels (IoU {iou:.3f})")
         if iou > 0.5:
-            s = stats.setdefault(gs.category_id, CategoryStat())
-            s.tp += 1
-            s.iou += iou
+            stat = stats.setdefault(gs.category_id, CategoryStat())
+            stat.tp += 1
+            stat.iou += iou
             gt_matched.add(g)
             pred_matched.add(p)
     crowd_by_cat: dict[int, int] = {}
@@ -387,22 +380,22 @@ def evaluate_coco_panoptic(
     cats = parse_categories(gt_data, gt_json)
     gt_dir, pred_dir = _png_folder(gt_json, gt_folder), _png_folder(pred_json, pred_folder)
     preds: dict[Any, Mapping[str, Any]] = {}
-    for i, a in enumerate(json_field(pred_data, "annotations", pred_json, "")):
-        preds[json_field(a, "image_id", pred_json, f"annotations[{i}]")] = a
+    for i, a in enumerate(require(pred_data, "annotations", object, pred_json, "")):
+        preds[require(a, "image_id", object, pred_json, f"annotations[{i}]")] = a
     ev = PanopticEvaluator(cats)
     ids = {c.id for c in cats}
 
     def tasks():
-        for i, g in enumerate(json_field(gt_data, "annotations", gt_json, "")):
-            image_id = json_field(g, "image_id", gt_json, f"annotations[{i}]")
+        for i, g in enumerate(require(gt_data, "annotations", object, gt_json, "")):
+            image_id = require(g, "image_id", object, gt_json, f"annotations[{i}]")
             p = preds.get(image_id)
             if p is None:
                 raise DataFormatError(pred_json, f"no prediction for the image with id {image_id!r}")
             yield (
-                gt_dir / json_field(g, "file_name", gt_json, f"annotations[{i}]"),
-                json_field(g, "segments_info", gt_json, f"annotations[{i}]"),
-                pred_dir / json_field(p, "file_name", pred_json, f"annotations[image {image_id}]"),
-                json_field(p, "segments_info", pred_json, f"annotations[image {image_id}]"),
+                gt_dir / require(g, "file_name", object, gt_json, f"annotations[{i}]"),
+                require(g, "segments_info", object, gt_json, f"annotations[{i}]"),
+                pred_dir / require(p, "file_name", object, pred_json, f"annotations[image {image_id}]"),
+                require(p, "segments_info", object, pred_json, f"annotations[image {image_id}]"),
                 ids,
                 cats,
             )

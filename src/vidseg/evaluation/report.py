@@ -18,8 +18,8 @@ from vidseg.evaluation.vipseg import VipsegMetrics, evaluate_vipseg
 from vidseg.evaluation.vpq import VpqMetrics
 from vidseg.evaluation.vspw import VspwMetrics, evaluate_vspw
 from vidseg.evaluation.ytvis import YtvisMetrics, evaluate_ytvis
+from vidseg.types import EVAL_TASKS
 
-TASKS = ("vis", "ovis", "vps", "vss", "pq", "davis", "cvps", "miou", "coco_ap")
 Metrics = (YtvisMetrics | VipsegMetrics | VspwMetrics | PanopticMetrics | DavisMetrics | VpqMetrics | ImageMiouMetrics
            | CocoApMetrics)
 
@@ -62,7 +62,7 @@ def evaluate_task(
         return evaluate_image_miou(gt, pred, reduce_zero_label=reduce_zero_label, workers=workers)
     if task == "coco_ap":
         return evaluate_coco_ap(gt, pred)
-    raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+    raise ValueError(f"unknown task {task!r}; one of {', '.join(EVAL_TASKS)}")
 
 
 def metrics_json(metrics: Metrics) -> str:

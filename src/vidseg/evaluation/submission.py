@@ -1,35 +1,117 @@
-"""Submission writers for the evaluation servers, fed frame by frame.
+"""Submission writers for the evaluation servers, fed frame by frame: one `SubmissionWriter` per video task,
+made by `writer_for(task, out_dir)`.
 
-* YouTube-VIS / OVIS: `results.json` (a list of `{video_id, score, category_id, segmentations}` with
+* vis (YouTube-VIS / OVIS): `results.json` (a list of `{video_id, score, category_id, segmentations}` with
   compressed RLE, `None` where a track is absent) inside a zip at its root, as the CodaLab servers expect.
   Entries are streamed into the JSON file video by video; the current video's RLEs wait in a temporary
   file (`_SpilledVideo`), so memory holds only per-track indices and scores, not masks.
-* VIPSeg: `pan_pred/<video>/<frame>.png` (RGB ids) written as each frame arrives, and `pred.json`
+* vps (VIPSeg): `pan_pred/<video>/<frame>.png` (RGB ids) written as each frame arrives, and `pred.json`
   (`{annotations: [{video_id, annotations: [{image_id, file_name, segments_info}]}]}`) at `close()`, its
   entries kept in a temporary file until then.
-* VSPW: `<video>/<frame>.png` single-channel class indices 0..123 (255 void).
+* vss (VSPW): `<video>/<frame>.png` single-channel class indices 0..123 (255 void).
 
-No writer holds a video of masks (dense or RLE) in memory.
+No writer holds a video of masks (dense or RLE) in memory. A submission may be written in parts (one video
+each, e.g. by several processes): `writer_for(..., part=path)` writes a video's JSON to `path`, and the
+writer of the whole submission takes the parts in order with `add_part`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import zipfile
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Protocol
 
-import numpy as np
-from PIL import Image
+from vidseg.io.imageio import write_png
+from vidseg.structures import FrameResult, panoptic_to_rgb, semantic_to_vspw_png, track_class_and_score
+from vidseg.types import VideoTask
 
-from vidseg.structures import FrameResult, VideoResult, panoptic_to_rgb, semantic_to_vspw_png, track_class_and_score
+
+@dataclass(frozen=True)
+class VideoKey:
+    """How the submission formats name a video.
+
+    Attributes:
+        name: VIPSeg's `video_id`, and the video's folder (VIPSeg `pan_pred/<name>/`, VSPW `<name>/`).
+        id: YouTube-VIS's `video_id` (an integer in `results.json`); None for a video without one.
+    """
+
+    name: str
+    id: int | None = None
 
 
-def _frame_stem(result: FrameResult, file_name: str | None) -> str:
+class SubmissionWriter(Protocol):
+    """One task's official prediction files, streamed to disk as the frames arrive.
+
+    Frames come video by video, each video's in order; `result.frame_index` is the frame's position in its
+    video, and a frame never added has no prediction. `file_name` names the frame's PNG (the GT's name;
+    default `<frame_index:05d>.png`; vis: unused).
+    """
+
+    @property
+    def submission(self) -> Path:
+        """What `vidseg eval --pred` takes: the zip (vis) or the submission folder (vps, vss)."""
+        ...
+
+    @property
+    def outputs(self) -> list[str]:
+        """The files and folders written, relative to the submission folder."""
+        ...
+
+    def add_frame(self, video: VideoKey, result: FrameResult, file_name: str | None = None) -> None: ...
+
+    def end_video(self, video: VideoKey, num_frames: int) -> None:
+        """`video` has `num_frames` frames: those after the last one added have no prediction either."""
+        ...
+
+    def add_part(self, path: str | Path) -> None:
+        """Append one part (the JSON a `writer_for(..., part=path)` writer of the same task wrote)."""
+        ...
+
+    def close(self) -> None:
+        """Finish the files (once; later calls do nothing)."""
+        ...
+
+    def __enter__(self) -> SubmissionWriter: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def writer_for(
+    task: VideoTask,
+    out_dir: str | Path,
+    category_ids: Sequence[int] | None = None,
+    *,
+    part: str | Path | None = None,
+    zip_name: str = "results.zip",
+) -> SubmissionWriter:
+    """The writer of `task`'s submission in `out_dir` (see the module docstring).
+
+    Args:
+        category_ids: dataset category id of each contiguous class index (None: vis index + 1, vps the
+            index itself; vss writes class indices).
+        part: write one video's part: its JSON goes to `part` (vis: its result entries, no zip; vps: its
+            `pred.json` entry; vss: its frame count), its PNGs to `out_dir` as usual.
+        zip_name: vis: the zip's name in `out_dir` (`results.json` is written beside it, as its `.json`).
+    """
+    out = Path(out_dir)
+    makers: dict[str, Callable[[], SubmissionWriter]] = {
+        "vis": lambda: YtvisSubmissionWriter(out / zip_name if part is None else part, category_ids),
+        "vps": lambda: VipsegSubmissionWriter(out, category_ids, json_path=part),
+        "vss": lambda: VspwSubmissionWriter(out, json_path=part),
+    }
+    if task not in makers:
+        raise ValueError(f"unknown video task {task!r}; expected one of {', '.join(makers)}")
+    return makers[task]()
+
+
+def _frame_png(result: FrameResult, file_name: str | None) -> str:
     return file_name if file_name is not None else f"{result.frame_index:05d}.png"
 
 
@@ -48,7 +130,8 @@ class _SpilledVideo:
     """One video's objects grouped by track, with the RLEs (as their JSON text) in a temporary file.
 
     Gives exactly `VideoResult(video_id, frames).to_ytvis(...)` serialised with `json.dumps`, byte for byte
-    (same track order, class and score rule, `None` for absent frames, last result of a track in a frame).
+    (same track order, class and score rule, `None` for absent frames, last result of a track in a frame),
+    where `frames` has an empty result at each index no frame was added for.
     """
 
     def __init__(self, video_id: int):
@@ -58,7 +141,13 @@ class _SpilledVideo:
         self._end = 0
         self._tracks: dict[int, _SpilledTrack] = {}
 
+    def pad(self, num_frames: int) -> None:
+        """Frames up to `num_frames` that were never added have no segmentation (`null`)."""
+        self.num_frames = max(self.num_frames, num_frames)
+
     def add(self, frame: FrameResult) -> None:
+        """Add `frame` at its `frame_index` (one past the last frame added if that is lower)."""
+        self.pad(frame.frame_index)
         t = self.num_frames
         for rle, tid, cid, score in zip(frame.masks, frame.track_ids, frame.class_ids, frame.scores):
             data = json.dumps(rle).encode("ascii")
@@ -71,7 +160,7 @@ class _SpilledVideo:
             self._end += len(data)
         self.num_frames += 1
 
-    def write_entries(self, out: IO[str], category_ids: list[int] | None, first: bool) -> int:
+    def write_entries(self, out: IO[str], category_ids: Sequence[int] | None, first: bool) -> int:
         """Append this video's entries (comma-separated, a leading comma unless `first`) to `out`; returns
         how many were written. Reads one RLE at a time back from the spill file."""
         self._file.flush()
@@ -110,7 +199,7 @@ class YtvisSubmissionWriter:
         category_ids: dataset category id of each contiguous class index (None: index + 1).
     """
 
-    def __init__(self, out: str | Path, category_ids: list[int] | None = None):
+    def __init__(self, out: str | Path, category_ids: Sequence[int] | None = None):
         out = Path(out)
         self.zip_path: Path | None = None if out.suffix == ".json" else out
         self.json_path = out.with_suffix(".json")
@@ -120,30 +209,34 @@ class YtvisSubmissionWriter:
         self._file.write("[")
         self._first = True
         self._video: _SpilledVideo | None = None
-        self.num_entries = 0
 
-    def add_frame(self, video_id: int, result: FrameResult) -> None:
-        """Add one frame (masks as RLE); a new `video_id` finishes the previous video."""
-        if self._video is not None and self._video.video_id != video_id:
+    @property
+    def submission(self) -> Path:
+        return self.zip_path or self.json_path
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.json_path.name] + ([self.zip_path.name] if self.zip_path is not None else [])
+
+    def add_frame(self, video: VideoKey, result: FrameResult, file_name: str | None = None) -> None:
+        """Add one frame (masks as RLE) at its `frame_index`; a new video finishes the previous one."""
+        self._current(video).add(result)
+
+    def end_video(self, video: VideoKey, num_frames: int) -> None:
+        self._current(video).pad(num_frames)
+        self._flush()
+
+    def _current(self, video: VideoKey) -> _SpilledVideo:
+        if video.id is None:
+            raise ValueError(f"video {video.name!r}: YouTube-VIS results need a numeric video id")
+        if self._video is not None and self._video.video_id != video.id:
             self._flush()
         if self._video is None:
-            self._video = _SpilledVideo(video_id)
-        self._video.add(result)
+            self._video = _SpilledVideo(video.id)
+        return self._video
 
-    def add_video(self, video: VideoResult) -> None:
-        self._flush()
-        self.add_entries(video.to_ytvis(self.category_ids))
-
-    def add_entries(self, entries: list[dict[str, Any]]) -> None:
-        """Official result entries, written as they are (their RLE counts must be str)."""
-        assert self._file is not None, "writer is closed"
-        for e in entries:
-            self._file.write(("" if self._first else ",") + json.dumps(e))
-            self._first = False
-            self.num_entries += 1
-
-    def add_json_file(self, path: str | Path) -> None:
-        """Append the entries of another writer's JSON file (e.g. one video's part), copied in chunks."""
+    def add_part(self, path: str | Path) -> None:
+        """Append the entries of a part's JSON array (e.g. one video's), copied in chunks."""
         assert self._file is not None, "writer is closed"
         self._flush()
         with open(path, encoding="utf-8") as f:
@@ -171,24 +264,22 @@ class YtvisSubmissionWriter:
                 written = video.write_entries(self._file, self.category_ids, self._first)
             finally:
                 video.close()
-            self.num_entries += written
             self._first = self._first and written == 0
 
-    def close(self) -> Path:
-        """Finish the JSON and write the zip; returns the zip path (the JSON path without a zip)."""
+    def close(self) -> None:
+        """Finish the JSON and write the zip."""
         if self._file is None:
-            return self.zip_path or self.json_path
+            return
         self._flush()
         self._file.write("]")
         self._file.close()
         self._file = None
         if self.zip_path is None:
-            return self.json_path
+            return
         tmp = self.zip_path.with_name(self.zip_path.name + ".tmp")
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             z.write(self.json_path, "results.json")
         shutil.move(tmp, self.zip_path)
-        return self.zip_path
 
     def __enter__(self) -> YtvisSubmissionWriter:
         return self
@@ -202,7 +293,7 @@ class VipsegSubmissionWriter:
 
     Each frame's `pred.json` entry waits in a temporary file (memory: two integers per frame), and
     `close()` writes exactly what `json.dump({"annotations": [{video_id, annotations}, ...]})` would, the
-    videos in order of their first frame.
+    videos in order of their first frame (a part's videos: in the order `add_part` was called).
 
     Args:
         out_dir: submission folder.
@@ -210,58 +301,91 @@ class VipsegSubmissionWriter:
         json_path: where the JSON goes (default `<out_dir>/pred.json`; e.g. one video's part of a split).
     """
 
-    def __init__(self, out_dir: str | Path, category_ids: list[int] | None = None, json_path: str | Path | None = None):
+    def __init__(self, out_dir: str | Path, category_ids: Sequence[int] | None = None,
+                 json_path: str | Path | None = None):
         self.out_dir = Path(out_dir)
         self.json_path = Path(json_path) if json_path is not None else self.out_dir / "pred.json"
         self.category_ids = category_ids
         self._spill: IO[bytes] | None = tempfile.TemporaryFile(prefix="vidseg-vipseg-")  # noqa: SIM115 - closed in close()
         self._end = 0
-        self._videos: dict[str, tuple[array, array]] = {}  # video -> (offsets, lengths) of its frames' entries
+        # The videos in order: a frame-fed video's id (its frames' entries: offsets, lengths in `_frames`),
+        # or the (offset, length) of a whole video entry taken from a part.
+        self._videos: list[str | tuple[int, int]] = []
+        self._frames: dict[str, tuple[array, array]] = {}
 
-    def add_frame(self, video_id: str, result: FrameResult, file_name: str | None = None) -> None:
+    @property
+    def submission(self) -> Path:
+        return self.out_dir
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.json_path.name, "pan_pred"]
+
+    def add_frame(self, video: VideoKey, result: FrameResult, file_name: str | None = None) -> None:
         """`result.panoptic` [H, W] ids with `result.segments`; `file_name` = the GT frame's PNG name."""
         if result.panoptic is None:
             raise ValueError("FrameResult has no panoptic map")
         segments = [
             {"id": int(s.id), "category_id": self._category(s.category_id), "iscrowd": 0} for s in result.segments
         ]
-        self.add_panoptic(video_id, _frame_stem(result, file_name), result.panoptic, segments)
+        name = _frame_png(result, file_name)
+        write_png(self.out_dir / "pan_pred" / video.name / name, panoptic_to_rgb(result.panoptic))
+        entry = {"image_id": Path(name).stem, "file_name": name, "segments_info": segments}
+        if video.name not in self._frames:
+            self._frames[video.name] = (array("q"), array("q"))
+            self._videos.append(video.name)
+        offsets, lengths = self._frames[video.name]
+        offsets.append(self._end)
+        lengths.append(self._spill_text(json.dumps(entry)))
 
-    def add_panoptic(self, video_id: str, file_name: str, panoptic: np.ndarray, segments_info: list[dict]) -> None:
-        """Lower-level: a [H, W] id map (0 = void) and its segments_info (`id`, `category_id`)."""
-        path = self.out_dir / "pan_pred" / str(video_id) / file_name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(panoptic_to_rgb(panoptic)).save(path)
-        entry = {"image_id": Path(file_name).stem, "file_name": file_name, "segments_info": segments_info}
-        data = json.dumps(entry).encode("ascii")
+    def end_video(self, video: VideoKey, num_frames: int) -> None:
+        """Nothing to write: a frame without a prediction has no PNG and no entry."""
+
+    def add_part(self, path: str | Path) -> None:
+        """Append the videos of a part's `{"annotations": [...]}` as they are."""
+        with open(path, encoding="utf-8") as f:
+            videos = json.load(f)["annotations"]
+        for video in videos:
+            start = self._end
+            self._videos.append((start, self._spill_text(json.dumps(video))))
+
+    def _spill_text(self, text: str) -> int:
+        data = text.encode("ascii")
         assert self._spill is not None, "writer is closed"
         self._spill.write(data)
-        offsets, lengths = self._videos.setdefault(str(video_id), (array("q"), array("q")))
-        offsets.append(self._end)
-        lengths.append(len(data))
         self._end += len(data)
+        return len(data)
 
     def _category(self, c: int) -> int:
         return int(self.category_ids[c]) if self.category_ids is not None else int(c)
 
-    def close(self) -> Path:
-        """Write the JSON (once; later calls only return its path)."""
-        path = self.json_path
+    def close(self) -> None:
+        """Write the JSON (once)."""
         if self._spill is None:
-            return path
+            return
         spill, self._spill = self._spill, None
         spill.flush()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with spill, open(path, "w", encoding="utf-8") as f:
+
+        def read(offset: int, length: int) -> str:
+            spill.seek(offset)
+            return spill.read(length).decode("ascii")
+
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.json_path.with_name(self.json_path.name + ".tmp")  # a reader never sees half a file
+        with spill, open(tmp, "w", encoding="utf-8") as f:
             f.write('{"annotations": [')
-            for i, (video, (offsets, lengths)) in enumerate(self._videos.items()):
-                f.write((", " if i else "") + '{"video_id": ' + json.dumps(video) + ', "annotations": [')
+            for i, video in enumerate(self._videos):
+                f.write(", " if i else "")
+                if isinstance(video, tuple):
+                    f.write(read(*video))
+                    continue
+                f.write('{"video_id": ' + json.dumps(video) + ', "annotations": [')
+                offsets, lengths = self._frames[video]
                 for j, (offset, length) in enumerate(zip(offsets, lengths)):
-                    spill.seek(offset)
-                    f.write((", " if j else "") + spill.read(length).decode("ascii"))
+                    f.write((", " if j else "") + read(offset, length))
                 f.write("]}")
             f.write("]}")
-        return path
+        os.replace(tmp, self.json_path)
 
     def __enter__(self) -> VipsegSubmissionWriter:
         return self
@@ -271,22 +395,56 @@ class VipsegSubmissionWriter:
 
 
 class VspwSubmissionWriter:
-    """Writes `<out>/<video>/<frame>.png` with class indices 0..123 (void 255) per frame."""
+    """Writes `<out>/<video>/<frame>.png` with class indices 0..123 (void 255) per frame.
 
-    def __init__(self, out_dir: str | Path):
+    Args:
+        out_dir: submission folder.
+        json_path: where to list the frames written, one line `{"video": name, "frames": count}` per video
+            (e.g. one video's part of a split); None: no list (the format is the PNGs alone).
+    """
+
+    def __init__(self, out_dir: str | Path, json_path: str | Path | None = None):
         self.out_dir = Path(out_dir)
+        self.json_path = Path(json_path) if json_path is not None else None
+        self._frames: dict[str, int] = {}  # video -> frames written
+        self._closed = False
 
-    def add_frame(self, video: str, result: FrameResult | np.ndarray, file_name: str | None = None) -> Path:
-        """`result.semantic` [H, W] (class index, -1 void) or the class map itself."""
-        if isinstance(result, FrameResult):
-            if result.semantic is None:
-                raise ValueError("FrameResult has no semantic map")
-            semantic, name = result.semantic, _frame_stem(result, file_name)
-        else:
-            if file_name is None:
-                raise ValueError("file_name is needed with a bare class map")
-            semantic, name = result, file_name
-        path = self.out_dir / video / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(semantic_to_vspw_png(semantic)).save(path)
-        return path
+    @property
+    def submission(self) -> Path:
+        return self.out_dir
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self._frames)
+
+    def add_frame(self, video: VideoKey, result: FrameResult, file_name: str | None = None) -> None:
+        """`result.semantic` [H, W] (class index, -1 void)."""
+        if result.semantic is None:
+            raise ValueError("FrameResult has no semantic map")
+        write_png(self.out_dir / video.name / _frame_png(result, file_name), semantic_to_vspw_png(result.semantic))
+        self._frames[video.name] = self._frames.get(video.name, 0) + 1
+
+    def end_video(self, video: VideoKey, num_frames: int) -> None:
+        """Nothing to write: a frame without a prediction has no PNG."""
+
+    def add_part(self, path: str | Path) -> None:
+        """Count a part's videos as written (their PNGs are in the folder already)."""
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            self._frames[str(entry["video"])] = self._frames.get(str(entry["video"]), 0) + int(entry["frames"])
+
+    def close(self) -> None:
+        """Write the frame list (once), when asked for one."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.json_path is not None:
+            self.json_path.parent.mkdir(parents=True, exist_ok=True)
+            lines = [json.dumps({"video": v, "frames": n}) for v, n in self._frames.items()]
+            self.json_path.write_text("\n".join(lines), encoding="utf-8")
+
+    def __enter__(self) -> VspwSubmissionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,12 +20,14 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import default_workers, load_json, ordered_map, read_id_png
-from vidseg.evaluation._files import field as json_field
-from vidseg.evaluation.pq import Category, FramePairs, PQStats, frame_pairs, gt_segments, parse_categories
+from vidseg.evaluation._files import default_workers, ordered_map
+from vidseg.evaluation.pq import FramePairs, PQStats, frame_pairs, gt_segments, parse_categories
 from vidseg.evaluation.stq import StqEvaluator, StqMetrics, StqSequence, StqSequenceStats, VipsegInstanceNumbering
 from vidseg.evaluation.vpq import WINDOW_SIZES, VpqEvaluator, VpqMetrics, VpqVideoAccumulator
+from vidseg.io.imageio import read_id_png
+from vidseg.io.jsonio import load_json, require
 from vidseg.structures import FrameResult
+from vidseg.types import Category
 
 
 @dataclass
@@ -49,21 +51,21 @@ class VipsegGroundTruth:
         data = load_json(json_path)
         cats = parse_categories(data, json_path)
         per_video: dict[str, list] = {}
-        for i, a in enumerate(json_field(data, "annotations", json_path, "")):
-            per_video[str(json_field(a, "video_id", json_path, f"annotations[{i}]"))] = json_field(
-                a, "annotations", json_path, f"annotations[{i}]"
+        for i, a in enumerate(require(data, "annotations", object, json_path, "")):
+            per_video[str(require(a, "video_id", object, json_path, f"annotations[{i}]"))] = require(
+                a, "annotations", object, json_path, f"annotations[{i}]"
             )
         videos = []
-        for i, v in enumerate(json_field(data, "videos", json_path, "")):
-            vid = str(json_field(v, "video_id", json_path, f"videos[{i}]"))
-            images = json_field(v, "images", json_path, f"videos[{i}]")
+        for i, v in enumerate(require(data, "videos", object, json_path, "")):
+            vid = str(require(v, "video_id", object, json_path, f"videos[{i}]"))
+            images = require(v, "images", object, json_path, f"videos[{i}]")
             anns = per_video.get(vid)
             if anns is None or len(anns) != len(images):
                 raise DataFormatError(json_path, f"video {vid}: annotations do not match its images", "annotations")
             frames = [
                 VipsegFrameGT(
                     _png_name(img, ann, json_path, f"videos[{i}].images[{t}]"),
-                    list(json_field(ann, "segments_info", json_path, f"annotations[{vid}][{t}]")),
+                    list(require(ann, "segments_info", object, json_path, f"annotations[{vid}][{t}]")),
                 )
                 for t, (img, ann) in enumerate(zip(images, anns))
             ]
@@ -88,7 +90,7 @@ def _png_name(image: Any, ann: Any, path: Path, where: str) -> str:
     """
     if isinstance(ann, dict) and isinstance(ann.get("file_name"), str):
         return ann["file_name"]
-    return str(Path(str(json_field(image, "file_name", path, where))).with_suffix(".png"))
+    return str(Path(str(require(image, "file_name", object, path, where))).with_suffix(".png"))
 
 
 def resolve_vipseg_gt(path: str | Path, png_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -117,9 +119,9 @@ def load_vipseg_predictions(pred_dir: str | Path) -> dict[str, list[dict]]:
     path = Path(pred_dir) / "pred.json"
     data = load_json(path)
     out = {}
-    for i, a in enumerate(json_field(data, "annotations", path, "")):
-        out[str(json_field(a, "video_id", path, f"annotations[{i}]"))] = json_field(
-            a, "annotations", path, f"annotations[{i}]"
+    for i, a in enumerate(require(data, "annotations", object, path, "")):
+        out[str(require(a, "video_id", object, path, f"annotations[{i}]"))] = require(
+            a, "annotations", object, path, f"annotations[{i}]"
         )
     return out
 
@@ -237,7 +239,7 @@ def _video_task(task: tuple) -> VipsegVideoStats:
     video = VipsegVideo(name, cats, num_classes, vpq, stq)
     for gt_frame, pred_frame in zip(frames, pred_frames):
         pred_png = pred_dir / "pan_pred" / name / gt_frame.file_name
-        info = json_field(pred_frame, "segments_info", pred_dir / "pred.json", f"annotations[{name}]")
+        info = require(pred_frame, "segments_info", object, pred_dir / "pred.json", f"annotations[{name}]")
         video.add_frame(
             read_id_png(png_dir / name / gt_frame.file_name),
             gt_frame.segments_info,

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vidseg.evaluation.pq import Category, ClassPQ, FramePairs, PQStats, add_stats, match_window, pq_average
+from vidseg.evaluation.pq import ClassPQ, FramePairs, PQStats, add_stats, match_window, pq_average
+from vidseg.types import Category
 
 WINDOW_SIZES = (1, 2, 4, 6, 8)
 

@@ -31,18 +31,12 @@ from typing import Any
 import numpy as np
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import check_same_size, default_workers, ordered_map, read_label_png
-from vidseg.structures import FrameResult, semantic_to_vspw_png
+from vidseg.evaluation._files import check_same_size, default_workers, ordered_map
+from vidseg.io.imageio import read_label_png
+from vidseg.structures import FrameResult, remap_raw_vspw_labels, semantic_to_vspw_png
 
 NUM_CLASSES = 124
 VC_WINDOWS = (8, 16)
-
-
-def remap_raw_vspw_labels(label: np.ndarray) -> np.ndarray:
-    """Dataset README convention on uint8 labels: 0 and 255 -> 255, c -> c - 1 (1..124 -> 0..123)."""
-    out = label.astype(np.uint8) - np.uint8(1)  # 0 wraps to 255; 255 becomes 254, the only 254
-    out |= out == 254  # 254 -> 255, in place (uint8 | bool)
-    return out
 
 
 def _as_label_u8(label: np.ndarray, num_classes: int) -> np.ndarray:
@@ -134,12 +128,14 @@ class VspwVideoAccumulator:
         if self._prev is None:
             self._run_gt = np.zeros(gt.shape, self._run_dtype)
             self._run_pred = np.zeros(gt.shape, self._run_dtype)
-        else:
+        run_gt, run_pred = self._run_gt, self._run_pred
+        assert run_gt is not None and run_pred is not None  # allocated with the first frame
+        if self._prev is not None:
             prev_gt, prev_pred = self._prev
             # equality is transitive: "equal to the window's first frame for every j" is the same as
             # "every consecutive pair equal", i.e. a run of k - 1 equal pairs ending here. Runs are only
             # compared with k - 1, so they saturate there (small dtype, in place).
-            for run, now, prev in ((self._run_gt, gt, prev_gt), (self._run_pred, pred, prev_pred)):
+            for run, now, prev in ((run_gt, gt, prev_gt), (run_pred, pred, prev_pred)):
                 np.add(run, 1, out=run)
                 np.minimum(run, self._run_cap, out=run)
                 run *= now == prev
@@ -147,8 +143,8 @@ class VspwVideoAccumulator:
         t = self.num_frames
         for k in self.windows:
             if t >= k - 1:
-                gt_common = self._run_gt >= k - 1
-                both = np.count_nonzero(gt_common & (self._run_pred >= k - 1))
+                gt_common = run_gt >= k - 1
+                both = np.count_nonzero(gt_common & (run_pred >= k - 1))
                 with np.errstate(invalid="ignore", divide="ignore"):
                     self._accs[k].append(float(np.float64(both) / np.float64(np.count_nonzero(gt_common))))
 

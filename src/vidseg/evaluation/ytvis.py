@@ -31,7 +31,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from vidseg.errors import DataFormatError
-from vidseg.evaluation._files import default_workers, load_json, ordered_map
+from vidseg.evaluation._files import default_workers, ordered_map
+from vidseg.io.jsonio import load_json
 from vidseg.structures import VideoResult
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -384,7 +385,9 @@ def measure_detections(dets: Sequence[YtvisTrack], video: YtvisVideo, path: str 
     todo = [d for d in dets if d.frame_areas is None]
     measure_tracks(todo, video, path)
     for d in todo:
-        d.avg_area = _mean_truthy(d.frame_areas[d.frame_areas > 0].astype(np.uint32))
+        areas = d.frame_areas
+        assert areas is not None  # set by measure_tracks
+        d.avg_area = _mean_truthy(areas[areas > 0].astype(np.uint32))
 
 
 # --- per-video evaluation ---------------------------------------------------------------------------------
@@ -411,10 +414,10 @@ def video_iou(dets: Sequence[YtvisTrack], gts: Sequence[YtvisTrack]) -> np.ndarr
         return np.zeros((D, G))
     area_d = np.zeros((D, n), np.int64)  # per-frame areas, 0 past the end of a track
     area_g = np.zeros((G, n), np.int64)
-    for k, d in enumerate(dets):
-        area_d[k, : min(n, len_d[k])] = d.frame_areas[:n]
-    for k, g in enumerate(gts):
-        area_g[k, : min(n, len_g[k])] = g.frame_areas[:n]
+    for area, tracks, lengths in ((area_d, dets, len_d), (area_g, gts, len_g)):
+        for k, track in enumerate(tracks):
+            assert track.frame_areas is not None  # a precondition: measured tracks
+            area[k, : min(n, lengths[k])] = track.frame_areas[:n]
     both = np.minimum(np.minimum(len_d[:, None], len_g[None, :]), n)  # zip() stops at the shorter list
     zipped = np.arange(n) < both[:, :, None]
     lo = np.where(zipped, np.minimum(area_d[:, None], area_g[None]), 0)  # [D, G, n]: I_t <= lo, U_t >= hi
@@ -729,29 +732,30 @@ def _summarize(
     def ar(setting: tuple[str, str] = ("all", "all"), max_det: int = 100) -> float:
         return _mean_valid(recall[:, :, [settings.index(setting)], [MAX_DETS.index(max_det)]])
 
-    ytvis = [
-        ap(),
-        ap(iou=0.5),
-        ap(iou=0.75),
-        ap(("small", "all")),
-        ap(("medium", "all")),
-        ap(("large", "all")),
-    ]
-    recalls = [
-        ar(max_det=1),
-        ar(max_det=10),
-        ar(),
-        ar(("small", "all")),
-        ar(("medium", "all")),
-        ar(("large", "all")),
-    ]
+    # In the order of the official `stats` vector; the keys name the `YtvisMetrics` fields.
+    ytvis = {
+        "AP": ap(),
+        "AP50": ap(iou=0.5),
+        "AP75": ap(iou=0.75),
+        "APs": ap(("small", "all")),
+        "APm": ap(("medium", "all")),
+        "APl": ap(("large", "all")),
+    }
+    recalls = {
+        "AR1": ar(max_det=1),
+        "AR10": ar(max_det=10),
+        "AR100": ar(),
+        "ARs": ar(("small", "all")),
+        "ARm": ar(("medium", "all")),
+        "ARl": ar(("large", "all")),
+    }
     occlusion = None
-    stats = ytvis + recalls
+    stats = [*ytvis.values(), *recalls.values()]
     if ("all", "light") in settings:
         occ_ap = [ap(("all", o)) for o in ("light", "medium", "heavy")]
         occ_ar = [ar(("all", o)) for o in ("light", "medium", "heavy")]
         occlusion = dict(zip(("APso", "APmo", "APho", "ARso", "ARmo", "ARho"), occ_ap + occ_ar))
-        stats = ytvis + occ_ap + recalls + occ_ar
+        stats = [*ytvis.values(), *occ_ap, *recalls.values(), *occ_ar]
     per_class = {}
     s_all = settings.index(("all", "all"))
     for k, cat in enumerate(gt.category_ids):
@@ -759,8 +763,8 @@ def _summarize(
         p = p[p > -1]
         per_class[gt.category_names[cat]] = float(np.mean(p)) if p.size else float("nan")
     return YtvisMetrics(
-        *ytvis,
-        *recalls,
+        **ytvis,
+        **recalls,
         stats=stats,
         per_class_ap=per_class,
         occlusion=occlusion,

@@ -5,7 +5,7 @@ one decoder pass whose queries attend to every frame (`VideoMaskFormer.forward`)
 frame's pixel-decoder outputs (mask features and the multi-scale maps) in `SpillFile`s as the frames
 arrive; `results()` then decodes the video as one clip when it has at most `max_frames` frames (the
 official result) or as windows of at most that many frames whose queries are matched from window to window
-(`VideoMask2Former.decode_windows`, an extension), writes the slot-ordered mask tubes to disk frame by frame,
+(`ClipDecoder.decode_windows`, an extension), writes the slot-ordered mask tubes to disk frame by frame,
 and yields the VIS results: top-k over Q x K of the softmax class probabilities (frame-weighted mean of the
 windows' logits), masks = logit > 0 after upsample-crop-resize, exactly `vis_frames`.
 
@@ -22,15 +22,16 @@ from torch import Tensor
 
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.spill import SpillFile
-from vidseg.models.model import ModelStep, VideoSegmentationModel
-from vidseg.models.video_mask2former import ClipFeatures, VideoMask2Former
+from vidseg.models.model import VideoSegmentationModel
+from vidseg.models.video import ClipDecoder, ClipFeatures, ModelStep
 from vidseg.structures import FrameResult
 
 
 class ClipRecord:
-    """The per-frame pixel-decoder record of one video (batch 1) for Video Mask2Former (module docstring)."""
+    """The per-frame pixel-decoder record of one video (batch 1) for a clip decoder (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, decoder: ClipDecoder) -> None:
+        self.decoder = decoder
         self.frame_indices: list[int] = []
         self.geometry: FrameGeometry | None = None
         self._features = SpillFile()
@@ -65,14 +66,12 @@ class ClipRecord:
         """The clip-level results of the recorded frames, in order (nothing if no frame was recorded)."""
         if not self.frame_indices:
             return
-        video = model.video_model
-        assert isinstance(video, VideoMask2Former)
         device = next(model.parameters()).device
         total = len(self.frame_indices)
         tubes = SpillFile()  # [Q, h, w] per frame, slot order
         try:
             mean_logits: Tensor | None = None
-            for window in video.decode_windows(model.segmenter, lambda a, b: self.clip(a, b, device), total,
+            for window in self.decoder.decode_windows(model.segmenter, lambda a, b: self.clip(a, b, device), total,
                                                max_frames):
                 for t in range(window.stop - window.start):
                     tubes.append(window.mask_logits[:, t])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -32,21 +31,10 @@ from vidseg.config import InferenceConfig
 from vidseg.inference.panoptic import merge_panoptic
 from vidseg.models.outputs import LayerPrediction, SegmenterOutput
 from vidseg.structures import FrameResult, PanopticSegment, encode_rle
+from vidseg.types import FRAME_TASK, Classification, FrameTask
 
-Classification = Literal["softmax", "sigmoid"]
-ImageTask = Literal["semantic", "instance", "panoptic"]
 # Which classes are things: a set of class indices, or a [K] bool mask; None means every class is a thing.
 ThingClasses = set[int] | frozenset[int] | Sequence[bool] | Tensor | None
-
-# Video tasks map onto the per-frame task their frames need.
-_TASK_ALIASES: dict[str, ImageTask] = {
-    "semantic": "semantic",
-    "instance": "instance",
-    "panoptic": "panoptic",
-    "vss": "semantic",
-    "vis": "instance",
-    "vps": "panoptic",
-}
 
 
 def thing_mask(thing_classes: ThingClasses, num_classes: int, device: torch.device | str = "cpu") -> Tensor:
@@ -280,9 +268,9 @@ class ImagePostprocessor:
         test_topk: int = 100,
         instance_things_only: bool = False,
     ) -> None:
-        if task not in _TASK_ALIASES:
-            raise ValueError(f"unknown task {task!r}; expected one of {sorted(_TASK_ALIASES)}")
-        self.task: ImageTask = _TASK_ALIASES[task]
+        if task not in FRAME_TASK:
+            raise ValueError(f"unknown task {task!r}; expected one of {sorted(FRAME_TASK)}")
+        self.task: FrameTask = FRAME_TASK[task]
         self.classification = classification
         self.thing_classes = thing_classes
         self.object_mask_threshold = object_mask_threshold

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,8 +30,7 @@ from torch import Tensor
 from vidseg.inference.panoptic import merge_panoptic
 from vidseg.models.video import ClipOutput, VideoFrameOutput
 from vidseg.structures import FrameResult, encode_rle
-
-Task = Literal["vis", "vps", "vss"]
+from vidseg.types import VideoTask
 
 
 class FrameStack(Protocol):
@@ -248,7 +247,7 @@ class VideoPostprocessor:
 
     def __init__(
         self,
-        task: Task,
+        task: VideoTask,
         is_thing: Sequence[bool] | None = None,
         topk: int = 10,
         object_mask_threshold: float = 0.8,

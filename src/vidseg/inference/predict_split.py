@@ -12,34 +12,41 @@ once the video has ended, one refiner pass), written with the dataset's own vide
 * vss (VSPW): `<out>/<video>/<frame>.png`.
 
 Resumable and sharded: each video's part is written atomically (temp file + rename) to
-`<out>/.parts/<video>.json` once all its files are on disk (vis: its result entries; vps: its `pred.json`
-entry; vss: a marker), and a video whose part exists is skipped. Process `rank` of `world` predicts the
-videos `rank, rank + world, ...`; rank 0 then waits for every part and merges them, in the dataset's video
-order, into the submission. The parts stay, so a rerun after a crash or with more processes only predicts
-what is missing and merges again.
+`<out>/.parts/<video>.json` once all its files are on disk (the task's `SubmissionWriter` with `part=`:
+vis its result entries, vps its `pred.json` entry, vss its frame count), and a video whose part exists is
+skipped. Process `rank` of `world` predicts the videos `rank, rank + world, ...`; rank 0 then waits for
+every part and merges them, in the dataset's video order, into the submission. The parts stay, so a rerun
+after a crash or with more processes only predicts what is missing and merges again.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from vidseg.data.annotations import PanopticDataset, SemanticDataset, VisDataset
+from vidseg.data.annotations import (
+    PanopticDataset,
+    PanopticVideo,
+    SemanticDataset,
+    SemanticVideo,
+    VideoAnnotation,
+    VisDataset,
+)
 from vidseg.errors import DataFormatError
-from vidseg.evaluation.submission import VipsegSubmissionWriter, VspwSubmissionWriter, YtvisSubmissionWriter
-from vidseg.inference.predictor import ClassInfo, VideoPredictor
+from vidseg.evaluation.submission import VideoKey, writer_for
+from vidseg.inference.predictor import VideoPredictor
 from vidseg.structures import FrameResult
+from vidseg.types import SUBMISSION_TASK, ClassInfo, VideoTask
 
-SplitTask = Literal["vis", "vps", "vss"]
 # Called for every written frame: (the dataset's video, frame position, the result as written).
 FrameHook = Callable[[Any, int, FrameResult], None]
+DatasetVideo = VideoAnnotation | PanopticVideo | SemanticVideo
 
 PARTS = ".parts"
 
@@ -54,17 +61,43 @@ class SplitData:
         dataset: the split as read (`read_ytvis` / `read_vipseg` / `read_vspw`).
     """
 
-    task: SplitTask
+    task: VideoTask
     gt: Path
     dataset: VisDataset | PanopticDataset | SemanticDataset
 
     def video_keys(self) -> list[str]:
         """One file-name-safe key per video (its id, VSPW: its name), in dataset order."""
-        ids = [str(v.name if self.task == "vss" else v.video_id) for v in self.dataset.videos]  # type: ignore[union-attr]
-        keys = [i.replace(os.sep, "_") for i in ids]
+        keys = [self.video_key(v).name.replace(os.sep, "_") for v in self.dataset.videos]
         if len(set(keys)) != len(keys):
             raise DataFormatError(self.gt, "video ids are not unique", field="videos")
         return keys
+
+    def video_key(self, video: DatasetVideo) -> VideoKey:
+        """How the submission names `video`: by the dataset's video id (YouTube-VIS: an integer), VSPW by
+        the video's folder name."""
+        if isinstance(video, SemanticVideo):
+            return VideoKey(video.name)
+        if isinstance(video, VideoAnnotation):
+            return VideoKey(str(video.video_id), int(video.video_id))
+        return VideoKey(str(video.video_id))
+
+    def frame_file(self, video: DatasetVideo, t: int) -> str | None:
+        """The name of frame t's prediction PNG: the GT's (VIPSeg: the frame's panoptic PNG, VSPW: the
+        frame's stem + .png); None for YouTube-VIS (no per-frame files)."""
+        if isinstance(video, PanopticVideo):
+            return Path(video.frames[t].mask_file).name
+        if isinstance(video, SemanticVideo):
+            return Path(video.frame_files[t]).stem + ".png"
+        return None
+
+    def category_ids(self, classes: ClassInfo) -> list[int] | None:
+        """The dataset category id of each model class: YouTube-VIS matched by name (-1: a class the
+        dataset lacks), VIPSeg by position; None for VSPW (its PNGs hold class indices)."""
+        if isinstance(self.dataset, VisDataset):
+            return vis_category_ids(classes, self.dataset, self.gt)
+        if isinstance(self.dataset, PanopticDataset):
+            return [c.id for c in self.dataset.categories]
+        return None
 
 
 def read_split(task: str, gt: str | Path, split: str = "val") -> SplitData:
@@ -77,14 +110,15 @@ def read_split(task: str, gt: str | Path, split: str = "val") -> SplitData:
     from vidseg.data.formats.vspw import read_vspw
     from vidseg.data.formats.ytvis import read_ytvis
 
+    if task not in SUBMISSION_TASK:
+        raise ValueError(f"unknown task {task!r}; expected vis, ovis, vps or vss")
     gt = Path(gt)
-    if task in ("vis", "ovis"):
-        return SplitData("vis", gt, read_ytvis(gt))
-    if task == "vps":
-        return SplitData("vps", gt, read_vipseg(gt))
-    if task == "vss":
-        return SplitData("vss", gt, read_vspw(gt, split, need_masks=False))
-    raise ValueError(f"unknown task {task!r}; expected vis, ovis, vps or vss")
+    readers: dict[VideoTask, Callable[[], VisDataset | PanopticDataset | SemanticDataset]] = {
+        "vis": lambda: read_ytvis(gt), "vps": lambda: read_vipseg(gt),
+        "vss": lambda: read_vspw(gt, split, need_masks=False),
+    }
+    video_task = SUBMISSION_TASK[task]
+    return SplitData(video_task, gt, readers[video_task]())
 
 
 def vis_category_ids(classes: ClassInfo, dataset: VisDataset, gt: str | Path) -> list[int]:
@@ -101,11 +135,11 @@ def vis_category_ids(classes: ClassInfo, dataset: VisDataset, gt: str | Path) ->
     return [by_name.get(n, -1) for n in names]
 
 
-def _frames(video: Any) -> Iterator[np.ndarray]:
+def _frames(video: DatasetVideo) -> Iterator[np.ndarray]:
     return (video.load_frame(t) for t in range(len(video)))
 
 
-def _video_results(predictor: VideoPredictor, video: Any, gt: Path) -> Iterator[FrameResult]:
+def _video_results(predictor: VideoPredictor, video: DatasetVideo, gt: Path) -> Iterator[FrameResult]:
     """The official results of a dataset video, one per frame, in order."""
     count = 0
     for result in predictor.predict(_frames(video), on_error="stop"):
@@ -121,42 +155,22 @@ class _PartWriter:
 
     def __init__(self, split: SplitData, predictor: VideoPredictor, out_dir: Path):
         self.split, self.out_dir, self.parts = split, out_dir, out_dir / PARTS
-        self.vis_ids: list[int] | None = None
-        self.vps_ids: list[int] | None = None
-        if split.task == "vis":
-            assert isinstance(split.dataset, VisDataset)
-            self.vis_ids = vis_category_ids(predictor.classes, split.dataset, split.gt)
-        elif split.task == "vps":
-            self.vps_ids = [c.id for c in split.dataset.categories]
+        self.category_ids = split.category_ids(predictor.classes)
+        # The results of classes the dataset lacks (category -1) are left out of the submission.
+        ids = np.asarray(self.category_ids if self.category_ids is not None else [], np.int64)
+        self.keep: np.ndarray | None = None if bool((ids >= 0).all()) else ids >= 0
 
-    def write(self, key: str, video: Any, results: Iterator[FrameResult], on_frame: FrameHook | None) -> None:
+    def write(self, key: str, video: DatasetVideo, results: Iterator[FrameResult], on_frame: FrameHook | None) -> None:
         self.parts.mkdir(parents=True, exist_ok=True)
         tmp, final = self.parts / f"{key}.tmp.json", self.parts / f"{key}.json"
-        task = self.split.task
-        if task == "vis":
-            assert self.vis_ids is not None
-            keep_class = np.asarray([c >= 0 for c in self.vis_ids])
-            with YtvisSubmissionWriter(tmp, self.vis_ids) as vis:
-                for t, result in enumerate(results):
-                    result = result.select(np.flatnonzero(keep_class[result.class_ids]))
-                    vis.add_frame(int(video.video_id), result)
-                    if on_frame is not None:
-                        on_frame(video, t, result)
-        elif task == "vps":
-            with VipsegSubmissionWriter(self.out_dir, self.vps_ids, json_path=tmp) as vps:
-                for t, result in enumerate(results):
-                    vps.add_frame(str(video.video_id), result, file_name=Path(video.frames[t].mask_file).name)
-                    if on_frame is not None:
-                        on_frame(video, t, result)
-        else:
-            vss = VspwSubmissionWriter(self.out_dir)
-            count = 0
+        name = self.split.video_key(video)
+        with writer_for(self.split.task, self.out_dir, self.category_ids, part=tmp) as writer:
             for t, result in enumerate(results):
-                vss.add_frame(video.name, result, file_name=Path(video.frame_files[t]).stem + ".png")
+                if self.keep is not None:
+                    result = result.select(np.flatnonzero(self.keep[result.class_ids]))
+                writer.add_frame(name, result, self.split.frame_file(video, t))
                 if on_frame is not None:
                     on_frame(video, t, result)
-                count += 1
-            tmp.write_text(json.dumps({"video": video.name, "frames": count}), encoding="utf-8")
         os.replace(tmp, final)
 
 
@@ -212,20 +226,10 @@ def predict_split(
 def merge_parts(split: SplitData, out_dir: str | Path, *, vis_zip: str = "results.zip") -> Path:
     """The submission from the per-video parts in `<out_dir>/.parts`, in the dataset's video order."""
     out = Path(out_dir)
-    parts = [out / PARTS / f"{k}.json" for k in split.video_keys()]
-    if split.task == "vis":
-        with YtvisSubmissionWriter(out / vis_zip) as vis:
-            for part in parts:
-                vis.add_json_file(part)
-        return out / vis_zip
-    if split.task == "vps":
-        videos = []
-        for part in parts:
-            videos += json.loads(part.read_text(encoding="utf-8"))["annotations"]
-        tmp = out / "pred.json.tmp"
-        tmp.write_text(json.dumps({"annotations": videos}), encoding="utf-8")
-        os.replace(tmp, out / "pred.json")
-    return out
+    with writer_for(split.task, out, zip_name=vis_zip) as writer:
+        for key in split.video_keys():
+            writer.add_part(out / PARTS / f"{key}.json")
+    return writer.submission
 
 
 __all__ = ["SplitData", "merge_parts", "predict_split", "read_split", "vis_category_ids"]

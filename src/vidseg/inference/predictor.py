@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -45,29 +45,28 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vidseg.config import DataConfig, ExperimentConfig
-from vidseg.data.annotations import Category
+from vidseg.bundled import default_weights
+from vidseg.config import ExperimentConfig
+from vidseg.data.classes import dataset_classes
 from vidseg.devices import resolve_device
 from vidseg.errors import CheckpointError, ConfigError, DataFormatError
 from vidseg.inference.clip_record import ClipRecord
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.video_record import VideoRecord
+from vidseg.io.checkpoint import read_classes
 from vidseg.io.video import VideoInfo, VideoSource, open_video
-from vidseg.models.model import ModelStep, VideoSegmentationModel, load_model
+from vidseg.models.model import VideoSegmentationModel, load_model
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import SegmenterOutput
+from vidseg.models.video import ModelStep
 from vidseg.structures import FrameResult
+from vidseg.types import VIDEO_TASK, ClassInfo, VideoTask
 
-Task = Literal["vis", "vps", "vss"]
 Mode = Literal["online", "offline"]
 Amp = Literal["none", "bf16", "fp16"]
 OnError = Literal["skip", "stop"]
 Source = str | Path | Iterable[np.ndarray] | VideoSource
 
-# `inference.task` may name the per-frame task; a video predictor runs its video counterpart.
-_VIDEO_TASK: dict[str, Task] = {
-    "vis": "vis", "vps": "vps", "vss": "vss", "instance": "vis", "panoptic": "vps", "semantic": "vss",
-}
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -75,88 +74,17 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 PRETRAINED = ("demo",)
 
 
-def default_weights() -> Path | None:
-    """The checkpoint `vidseg segment` uses without `--weights`: the bundled run-B model (None if absent)."""
-    from vidseg.demo import DEMO_MODEL
-
-    return DEMO_MODEL if (DEMO_MODEL / "manifest.json").is_file() else None
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    """What the K classes of a model are.
-
-    Attributes:
-        names: K class names (overlay labels).
-        is_thing: K flags, True for thing classes (VPS merges stuff per class).
-        category_ids: K dataset category ids written into submissions (None: the writers' defaults).
-    """
-
-    names: tuple[str, ...]
-    is_thing: tuple[bool, ...]
-    category_ids: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        k = len(self.names)
-        if len(self.is_thing) != k or (self.category_ids is not None and len(self.category_ids) != k):
-            raise ValueError(f"ClassInfo: {k} names, {len(self.is_thing)} thing flags, "
-                             f"{None if self.category_ids is None else len(self.category_ids)} category ids")
-
-    @classmethod
-    def generic(cls, num_classes: int) -> ClassInfo:
-        """Names "class 0".."class K-1", all things (nothing is known about the classes)."""
-        return cls(tuple(f"class {k}" for k in range(num_classes)), (True,) * num_classes)
-
-    @classmethod
-    def from_categories(cls, categories: Sequence[Category]) -> ClassInfo:
-        """From a dataset's categories sorted by id (their position is the contiguous class index)."""
-        return cls(tuple(c.name for c in categories), tuple(bool(c.isthing) for c in categories),
-                   tuple(int(c.id) for c in categories))
-
-
-def class_info_from_config(config: ExperimentConfig) -> ClassInfo:
-    """The model's classes: the packaged vocabulary `config.data.vocabulary` when set, else the dataset
-    named in `config.data` when its files are here and have K classes, else `ClassInfo.generic(K)` (a
-    checkpoint moved to another machine has no dataset beside it). With `inference.thing_rule: first`,
-    class k is a thing when k < the number of thing classes (DVIS++'s VPS rule)."""
+def class_info_from_config(config: ExperimentConfig, stored: ClassInfo | None = None) -> ClassInfo:
+    """The model's classes: `stored` (those its checkpoint stores), else, for a checkpoint written before
+    vidseg stored them, those `config.data` names (`vidseg.data.classes.dataset_classes`), else
+    `ClassInfo.generic(K)`. With `inference.thing_rule: first`, class k is a thing when k < the number of
+    thing classes (DVIS++'s VPS rule)."""
     k = config.model.num_classes
-    if config.data.vocabulary:
-        from vidseg.data.catalog import vocabulary
-
-        vocab = vocabulary(config.data.vocabulary)
-        info = ClassInfo(vocab.names, vocab.is_thing, vocab.category_ids)
-    else:
-        categories = _dataset_categories(config.data)
-        ok = categories is not None and len(categories) == k
-        info = ClassInfo.from_categories(categories) if ok else ClassInfo.generic(k)  # type: ignore[arg-type]
+    info = stored or dataset_classes(config.data, k) or ClassInfo.generic(k)
     if config.inference.thing_rule == "first":
         things = sum(info.is_thing)
         info = replace(info, is_thing=tuple(c < things for c in range(len(info.names))))
     return info
-
-
-def _dataset_categories(data: DataConfig) -> list[Category] | None:
-    from vidseg.data.formats.davis import OBJECT
-    from vidseg.data.formats.jsonio import load_json
-    from vidseg.data.formats.vspw import read_vspw_categories
-    from vidseg.data.formats.ytvis import read_categories
-
-    if data.format == "davis":
-        return [OBJECT]
-    roots = [Path(r) for r in (data.val_root, data.train_root) if r]
-    if data.format == "vspw":
-        found = [r for r in roots if r.is_dir()]
-        return read_vspw_categories(found[0]) if found else None
-    candidates = [Path(a) for a in (data.val_annotations, data.train_annotations) if a]
-    if data.format == "vipseg":
-        candidates += [r / f"panoptic_gt_VIPSeg_{s}.json" for r in roots for s in ("val", "train")]
-    for path in candidates:
-        if path.is_file():
-            try:
-                data_json = load_json(path)
-                return read_categories(data_json, path) if isinstance(data_json, dict) else None
-            except DataFormatError:
-                return None
     return None
 
 
@@ -243,9 +171,9 @@ class VideoPredictor:
         record: bool = True,
     ):
         task_name = task or config.inference.task
-        if task_name not in _VIDEO_TASK:
+        if task_name not in VIDEO_TASK:
             raise ConfigError(f"task: unknown {task_name!r}; expected vis, vps or vss")
-        self.task: Task = _VIDEO_TASK[task_name]
+        self.task: VideoTask = VIDEO_TASK[task_name]
         if mode not in (None, "online", "offline"):
             raise ConfigError(f"mode: unknown {mode!r}; expected online or offline")
         if mode == "offline" and not model.is_offline:
@@ -284,6 +212,7 @@ class VideoPredictor:
         self.checkpoint: Path | None = None
         self.stage: str | None = None
         self.video_info: VideoInfo | None = None
+        self._record: ClipRecord | VideoRecord | None = None
         self.reset()
 
     @classmethod
@@ -297,6 +226,8 @@ class VideoPredictor:
         """
         device = resolve_device(device)
         loaded = load_model(path, device=device)
+        if kwargs.get("classes") is None:
+            kwargs["classes"] = class_info_from_config(loaded.config, read_classes(loaded.path))
         predictor = cls(loaded.model, loaded.config, device=device, **kwargs)  # type: ignore[arg-type]
         predictor.checkpoint, predictor.stage = loaded.path, loaded.stage
         return predictor
@@ -334,11 +265,18 @@ class VideoPredictor:
         self.frames_seen = 0
         self.skipped_frames: list[SkippedFrame] = []
         self._run_done = False  # set when a run()/stream() ends: its video is finished
-        if getattr(self, "_record", None) is not None:
+        if self._record is not None:
             self._record.close()
-        # Video Mask2Former keeps each frame's pixel-decoder outputs and decodes the video as a clip at the end.
-        record = ClipRecord() if self.model.is_clip else VideoRecord(offline=self.mode == "offline")
-        self._record = record if self.record else None
+        self._record = self._new_record() if self.record else None
+
+    def _new_record(self) -> ClipRecord | VideoRecord:
+        """What `finish()` needs of each frame: a clip decoder's record keeps the pixel-decoder outputs (the
+        video is decoded as clips at the end); otherwise the per-frame record, with the refiner's inputs
+        in offline mode."""
+        decoder = self.model.video.clip_decoder
+        if decoder is not None:
+            return ClipRecord(decoder)
+        return VideoRecord(self.model.video.window_refiner if self.mode == "offline" else None)
 
     def step(self, frame: np.ndarray, frame_index: int | None = None) -> FrameResult:
         """Online: segment and track one [H, W, 3] uint8 RGB frame of the current video.
@@ -546,7 +484,7 @@ class VideoPredictor:
         inf = self.config.inference
         h, w = inference_size(h0, w0, inf.min_size, inf.max_size)
         if (h, w) != (h0, w0):
-            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.BILINEAR))
+            frame = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
         d = self.model.segmenter.size_divisibility
         geometry = FrameGeometry((math.ceil(h / d) * d, math.ceil(w / d) * d), (h, w), (h0, w0))
         # One video, one frame size: a refiner window stacks the frames' mask features, and tracks matched

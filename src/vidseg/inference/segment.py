@@ -12,21 +12,15 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vidseg.errors import VidsegError
-from vidseg.inference.predictor import (
-    ClassInfo,
-    OnError,
-    SkippedFrame,
-    Source,
-    Task,
-    VideoPredictor,
-)
+from vidseg.evaluation.submission import VideoKey, writer_for
+from vidseg.inference.predictor import OnError, SkippedFrame, Source, VideoPredictor
 from vidseg.io.video import VideoSource, open_video
 from vidseg.structures import FrameResult
 
@@ -99,54 +93,6 @@ class _StopSignal:
             signal.signal(s, handler)  # type: ignore[arg-type]
 
 
-class _SubmissionWriter:
-    """The task's official prediction files for one video, fed in frame order."""
-
-    def __init__(self, task: Task, out_dir: Path, video: str, classes: ClassInfo, size: tuple[int, int] | None):
-        from vidseg.evaluation.submission import (
-            VipsegSubmissionWriter,
-            VspwSubmissionWriter,
-            YtvisSubmissionWriter,
-        )
-
-        self.task, self.video, self.size = task, video, size
-        ids = list(classes.category_ids) if classes.category_ids is not None else None
-        self._ytvis = YtvisSubmissionWriter(out_dir / "results.zip", ids) if task == "vis" else None
-        self._vipseg = VipsegSubmissionWriter(out_dir, ids) if task == "vps" else None
-        self._vspw = VspwSubmissionWriter(out_dir) if task == "vss" else None
-        self.outputs = {"vis": ["results.json", "results.zip"], "vps": ["pred.json", "pan_pred"],
-                        "vss": [video]}[task]
-        self._next = 0
-
-    def add(self, result: FrameResult) -> None:
-        if self._ytvis is not None:
-            # YouTube-VIS needs one segmentation per frame, in order: every frame missing before this one
-            # (unreadable, or lost without an error in a damaged file) is empty, so each lands at its index.
-            for index in range(self._next, result.frame_index):
-                self._ytvis.add_frame(1, FrameResult(index, result.height, result.width))
-            self._ytvis.add_frame(1, result)
-        elif self._vipseg is not None:
-            self._vipseg.add_frame(self.video, result)
-        elif self._vspw is not None:
-            self._vspw.add_frame(self.video, result)
-        self._next = result.frame_index + 1
-
-    @property
-    def next_index(self) -> int:
-        """One past the last frame written (frames are fed in order)."""
-        return self._next
-
-    def close(self, skipped: Sequence[int]) -> None:
-        if self._ytvis is not None:
-            if self.size is not None and skipped:
-                # Unreadable frames after the last result: empty slots up to the last one, in order.
-                for index in range(self._next, max(skipped) + 1):
-                    self._ytvis.add_frame(1, FrameResult(index, *self.size))
-            self._ytvis.close()
-        if self._vipseg is not None:
-            self._vipseg.close()
-
-
 def segment_video(
     predictor: VideoPredictor,
     source: Source,
@@ -183,7 +129,6 @@ def segment_video(
         device=str(predictor.device), window=predictor.window if offline else None,
         overlap=predictor.overlap if offline else None,
     )
-    size = (info.height, info.width) if info.height and info.width else None
     bar = tqdm(total=info.num_frames, unit="frame", desc=name, dynamic_ncols=True, disable=not progress)
     say = log or (lambda message: tqdm.write(message, file=sys.stderr))  # keeps the bar intact
 
@@ -193,17 +138,20 @@ def segment_video(
         say(f"warning: skipped frame {frame.index}: {frame.reason}")
 
     start = time.perf_counter()
-    writer = _SubmissionWriter(predictor.task, out, name, predictor.classes, size)
+    writer = writer_for(predictor.task, out, predictor.classes.category_ids)
+    key = VideoKey(name, id=1)  # the source is the submission's one video
     written = False
+    next_index = 0  # one past the last frame written
 
     def write_official() -> None:
         # The files hold the official whole-video results of the frames read (`VideoPredictor.finish`:
         # classes averaged over the whole video, one refiner pass), not the streamed per-frame ones.
-        nonlocal written
+        nonlocal written, next_index
         if not written:
             written = True
             for result in predictor.finish():
-                writer.add(result)
+                writer.add_frame(key, result)
+                next_index = result.frame_index + 1
 
     overlay = OverlayWriter(out, fps=info.fps, class_names=predictor.classes.names)
     try:
@@ -219,7 +167,7 @@ def segment_video(
             if stop.received is not None:
                 summary.stop_signal = signal.Signals(stop.received).name
             else:
-                _check_complete(summary, info.num_frames, writer.next_index, say)
+                _check_complete(summary, info.num_frames, next_index, say)
     except VidsegError as e:
         summary.error = str(e)
         raise
@@ -227,7 +175,9 @@ def segment_video(
         # Also on an error or a second Ctrl-C: finalise what was written so far.
         overlay.close()
         write_official()
-        writer.close(summary.skipped_frames)
+        # Unreadable frames after the last result are frames of the video too (VIS: no segmentation there).
+        writer.end_video(key, max(summary.skipped_frames, default=-1) + 1)
+        writer.close()
         bar.close()
         summary.seconds = round(time.perf_counter() - start, 3)
         summary.fps = round(summary.frames / summary.seconds, 3) if summary.seconds > 0 else 0.0

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.spill import SpillFile
-from vidseg.models.model import ModelStep, VideoSegmentationModel
-from vidseg.models.video import DVISOffline, offline_class_probs, tracker_inputs
+from vidseg.models.model import VideoSegmentationModel
+from vidseg.models.video import ModelStep, WindowRefiner, offline_class_probs
 from vidseg.structures import FrameResult
 
 
@@ -31,7 +31,7 @@ from vidseg.structures import FrameResult
 class _RefinedMasks:
     """Lazy [Q, h, w] refiner mask logits of the frames of one refined span."""
 
-    model: DVISOffline
+    refiner: WindowRefiner
     embeddings: Tensor  # [1, T, Q, C] refiner output of the span
     features: SpillFile
     start: int  # video frame position of embeddings[:, 0]
@@ -42,18 +42,20 @@ class _RefinedMasks:
 
     def __getitem__(self, t: int) -> Tensor:
         feats = self.features[self.start + t].to(self.device)[None, None]
-        return self.model.refiner.predict_masks(self.embeddings[:, t : t + 1], feats)[0, 0]
+        return self.refiner.predict_masks(self.embeddings[:, t : t + 1], feats)[0, 0]
 
 
 class VideoRecord:
     """The per-frame record of one video (batch 1) for its official whole-video results.
 
     Args:
-        offline: keep the refiner's inputs (DVIS++ offline) instead of the per-frame masks.
+        refiner: offline (DVIS++): keep the refiner's inputs instead of the per-frame masks, and refine the
+            video with it at the end; None: online.
     """
 
-    def __init__(self, offline: bool):
-        self.offline = offline
+    def __init__(self, refiner: WindowRefiner | None):
+        self.refiner = refiner
+        offline = refiner is not None
         self.frame_indices: list[int] = []
         self.geometry: FrameGeometry | None = None
         self._logit_sum: Tensor | None = None
@@ -76,9 +78,11 @@ class VideoRecord:
             self._masks.append(frame.mask_logits[0])
             return
         assert self._instance is not None and self._queries is not None and self._features is not None
-        assert step.segmenter.mask_features is not None, "offline refinement needs the mask features"
-        self._instance.append(frame.embeddings[0])
-        self._queries.append(tracker_inputs(step.segmenter)[0][0])
+        assert self.refiner is not None and step.segmenter.mask_features is not None, \
+            "offline refinement needs the mask features"
+        slots, queries = self.refiner.window_inputs(step)
+        self._instance.append(slots[0])
+        self._queries.append(queries[0])
         self._features.append(step.segmenter.mask_features[0])
 
     def results(
@@ -92,41 +96,45 @@ class VideoRecord:
             return
         assert self._logit_sum is not None
         mean_logits = self._logit_sum / len(self.frame_indices)
-        if not self.offline:
+        if self.refiner is None:
             assert self._masks is not None
             yield from post.clip(post.class_probs(mean_logits), self._masks, self.frame_indices, self.geometry)
             return
-        yield from self._offline_results(model, post, max_frames, mean_logits)
+        yield from self._offline_results(self.refiner, model, post, max_frames, mean_logits)
 
     def _offline_results(
-        self, model: VideoSegmentationModel, post: VideoPostprocessor, max_frames: int, mean_logits: Tensor
+        self,
+        refiner: WindowRefiner,
+        model: VideoSegmentationModel,
+        post: VideoPostprocessor,
+        max_frames: int,
+        mean_logits: Tensor,
     ) -> Iterator[FrameResult]:
-        video = model.video_model
-        assert isinstance(video, DVISOffline)
+        assert self._features is not None
         device = next(model.parameters()).device
         spans = refine_spans(len(self.frame_indices), max_frames)
         # Class probabilities: the frame-weighted mean over the spans (one span: exactly the official ones).
         # With several spans each is refined twice (once for the probabilities, once while its frames are
         # emitted) so that at most two spans' refiner outputs are held at a time.
-        first = [self._refine(video, start, stop, device) for start, stop, _, _ in spans[:1]]
+        first = [self._refine(refiner, start, stop, device) for start, stop, _, _ in spans[:1]]
         probs = torch.zeros(())
         for i, (start, stop, emit_start, emit_stop) in enumerate(spans):
-            class_logits = first[0][0] if i == 0 else self._refine(video, start, stop, device)[0]
+            class_logits = first[0][0] if i == 0 else self._refine(refiner, start, stop, device)[0]
             probs = probs + offline_class_probs(class_logits, mean_logits) * (emit_stop - emit_start)
         probs = probs / len(self.frame_indices)
         for i, (start, stop, emit_start, emit_stop) in enumerate(spans):
-            embeddings = first.pop()[1] if i == 0 else self._refine(video, start, stop, device)[1]
-            masks = _RefinedMasks(video, embeddings[:, emit_start - start : emit_stop - start], self._features,
+            embeddings = first.pop()[1] if i == 0 else self._refine(refiner, start, stop, device)[1]
+            masks = _RefinedMasks(refiner, embeddings[:, emit_start - start : emit_stop - start], self._features,
                                   emit_start, device)
             yield from post.clip(probs, masks, self.frame_indices[emit_start:emit_stop], self.geometry)
 
-    def _refine(self, video: DVISOffline, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _refine(self, refiner: WindowRefiner, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Refiner over frames [start, stop): (class logits [Q, K+1], embeddings [1, T, Q, C])."""
         assert self._instance is not None and self._queries is not None
         instance = torch.stack([self._instance[t] for t in range(start, stop)])[None].to(device)
         queries = torch.stack([self._queries[t] for t in range(start, stop)])[None].to(device)
-        out = video.refiner(instance, queries, None)
-        return out.class_logits[0].float().cpu(), out.embeddings
+        class_logits, embeddings = refiner.refine_embeddings(instance, queries)
+        return class_logits[0].float().cpu(), embeddings
 
     def close(self) -> None:
         for spill in (self._masks, self._instance, self._queries, self._features):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -168,7 +168,7 @@ class VideoSource:
         for _, frame in self.indexed():
             yield frame
 
-    def indexed(self, on_error: FrameErrorHandler | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def indexed(self, on_error: FrameErrorHandler | None = None) -> Generator[tuple[int, np.ndarray], None, None]:
         """Yield (frame index after stride, [H, W, 3] uint8 frame).
 
         Without `on_error`, an unreadable frame raises `DataFormatError` and ends the stream. With it,
@@ -260,7 +260,7 @@ class VideoSource:
         oh, ow = resized_shape(h, w, self.short_side)
         if (oh, ow) == (h, w):
             return frame
-        return np.asarray(Image.fromarray(frame).resize((ow, oh), Image.BILINEAR))
+        return np.asarray(Image.fromarray(frame).resize((ow, oh), Image.Resampling.BILINEAR))
 
 
 def open_video(
@@ -285,7 +285,7 @@ class VideoWriter:
         self.crf = crf
         self.frames_written = 0
         self._container: av.container.OutputContainer | None = None
-        self._stream = None
+        self._stream: av.video.stream.VideoStream | None = None
 
     def write(self, frame: np.ndarray) -> None:
         """Append one [H, W, 3] uint8 RGB frame (all frames must share the first frame's size)."""
@@ -310,6 +310,7 @@ class VideoWriter:
     def close(self) -> None:
         if self._container is None:
             return
+        assert self._stream is not None  # opened together with the container
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
@@ -370,9 +371,11 @@ class _FrameClock:
 
 
 def _len_or_none(source: object, stride: int) -> int | None:
+    if not isinstance(source, Sized):
+        return None
     try:
-        return math.ceil(len(source) / stride)  # type: ignore[arg-type]
-    except TypeError:
+        return math.ceil(len(source) / stride)
+    except TypeError:  # sized by type but not by value, as a 0-d array
         return None
 
 

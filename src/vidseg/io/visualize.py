@@ -34,7 +34,7 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has one bitmap size only
@@ -84,31 +84,32 @@ def draw_frame(
                 continue
             region = sem == cls
             out[region] = (1 - alpha * 0.6) * out[region] + alpha * 0.6 * np.array(class_color(int(cls)))
-    labels = []
+    labels: list[tuple[int, int, str, tuple[int, int, int]]] = []
     line = max(1, round(min(h, w) / 240))
     for rle, tid, cid, score in zip(result.masks, result.track_ids, result.class_ids, result.scores):
         mask = _fit(decode_rle(rle), h, w)
         if not mask.any():
             continue
-        color = np.array(track_color(int(tid)), np.float32)
+        rgb = track_color(int(tid))
+        color = np.array(rgb, np.float32)
         out[mask] = (1 - alpha) * out[mask] + alpha * color
         if contours:
             out[_boundary(mask, line)] = color
         ys, xs = np.nonzero(mask)
         name = class_names[int(cid)] if class_names is not None and 0 <= cid < len(class_names) else f"class {cid}"
         text = f"#{int(tid)} {name}" + (f" {float(score):.2f}" if show_scores else "")
-        labels.append((int(xs.min()), int(ys.min()), text, tuple(int(c) for c in color)))
+        labels.append((int(xs.min()), int(ys.min()), text, rgb))
     image = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     if labels:
         draw = ImageDraw.Draw(image)
         font = _font(max(10, round(min(h, w) / 28)))
-        for x, y, text, color in labels:
+        for x, y, text, rgb in labels:
             left, top, right, bottom = draw.textbbox((x, y), text, font=font)
             # Keep the label inside the frame so objects at the top edge stay labelled.
             dy = min(0, h - bottom) - min(0, top - 2)
             dx = min(0, w - right)
             box = (left + dx - 2, top + dy - 2, right + dx + 2, bottom + dy + 2)
-            draw.rectangle(box, fill=color)
+            draw.rectangle(box, fill=rgb)
             draw.text((x + dx, y + dy), text, fill=(0, 0, 0), font=font)
     return np.asarray(image)
 
@@ -118,7 +119,7 @@ def _fit(array: np.ndarray, h: int, w: int) -> np.ndarray:
         return array
     mode = "L" if array.dtype == bool else "I"
     image = Image.fromarray(array.astype(np.uint8 if array.dtype == bool else np.int32), mode=mode)
-    return np.asarray(image.resize((w, h), Image.NEAREST)).astype(array.dtype)
+    return np.asarray(image.resize((w, h), Image.Resampling.NEAREST)).astype(array.dtype)
 
 
 class OverlayWriter:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -37,8 +36,7 @@ from vidseg.losses.matcher import HungarianMatcher, Matching
 from vidseg.losses.point_sampling import grid_points, point_sample, uncertain_points
 from vidseg.losses.targets import FrameTargets
 from vidseg.models.outputs import LayerPrediction, SegmenterOutput
-
-Classification = Literal["softmax", "sigmoid"]
+from vidseg.types import Classification
 
 
 @dataclass

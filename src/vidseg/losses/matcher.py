@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,8 +38,7 @@ from torch import Tensor
 from vidseg.config import LossConfig
 from vidseg.losses.point_sampling import grid_points, point_sample, random_points
 from vidseg.losses.targets import ClipTargets, FrameTargets
-
-Classification = Literal["softmax", "sigmoid"]
+from vidseg.types import Classification
 
 # Stands in for non-finite costs (e.g. NaN logits after an fp16 overflow) so that scipy still returns an
 # assignment; the loss itself then shows the problem instead of the matcher crashing.

@@ -53,7 +53,8 @@ class FrameTargets:
         )
 
 
-@dataclass
+# A hand-written __init__: `present` is optional to pass but always a tensor once built.
+@dataclass(init=False)
 class ClipTargets:
     """The objects of one clip of T frames: every instance that appears in at least one frame.
 
@@ -67,23 +68,26 @@ class ClipTargets:
 
     class_ids: Tensor
     masks: Tensor
-    present: Tensor | None = None
-    instance_ids: Tensor | None = None
+    present: Tensor
+    instance_ids: Tensor | None
 
-    def __post_init__(self) -> None:
-        n = self.class_ids.shape[0]
-        if self.class_ids.dim() != 1 or self.masks.dim() != 4 or self.masks.shape[0] != n:
+    def __init__(
+        self, class_ids: Tensor, masks: Tensor, present: Tensor | None = None, instance_ids: Tensor | None = None
+    ) -> None:
+        n = class_ids.shape[0]
+        if class_ids.dim() != 1 or masks.dim() != 4 or masks.shape[0] != n:
             raise ValueError(
                 f"ClipTargets: expected class_ids [N] and masks [N, T, H, W], got "
-                f"{tuple(self.class_ids.shape)} and {tuple(self.masks.shape)}"
+                f"{tuple(class_ids.shape)} and {tuple(masks.shape)}"
             )
-        if self.present is None:
-            self.present = self.masks.flatten(2).ne(0).any(-1)
-        if tuple(self.present.shape) != tuple(self.masks.shape[:2]):
-            raise ValueError(
-                f"ClipTargets: present {tuple(self.present.shape)}, expected {tuple(self.masks.shape[:2])}"
-            )
-        self.present = self.present.bool()
+        if present is None:
+            present = masks.flatten(2).ne(0).any(-1)
+        if tuple(present.shape) != tuple(masks.shape[:2]):
+            raise ValueError(f"ClipTargets: present {tuple(present.shape)}, expected {tuple(masks.shape[:2])}")
+        self.class_ids = class_ids
+        self.masks = masks
+        self.present = present.bool()
+        self.instance_ids = instance_ids
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])

@@ -1,8 +1,9 @@
 """MinVIS association: Hungarian matching of per-frame queries on cosine similarity.
 
 Each frame's queries are matched to the *previous, already reordered* frame (a chain, no memory bank, no
-threshold), so slot i of every frame holds the query that continues slot i of frame 0. The slot count stays
-fixed at Q: an object "appears" or "disappears" only through its class and mask.
+threshold; `vidseg.models.minvis.MinVIS` steps it), so slot i of every frame holds the query that continues
+slot i of frame 0. The slot count stays fixed at Q: an object "appears" or "disappears" only through its
+class and mask.
 """
 
 from __future__ import annotations
@@ -58,25 +59,3 @@ def reorder(x: Tensor, indices: Tensor) -> Tensor:
     """
     idx = indices.to(x.device).reshape(*indices.shape, *([1] * (x.dim() - 2)))
     return torch.gather(x, 1, idx.expand(*indices.shape, *x.shape[2:]))
-
-
-def associate_sequence(embeddings: Tensor) -> Tensor:
-    """Chain MinVIS matching over a clip.
-
-    Args:
-        embeddings: [B, T, Q, C] per-frame query embeddings in segmenter order.
-
-    Returns:
-        indices: [B, T, Q] int64; frame t in slot order is `reorder(x[:, t], indices[:, t])`. Frame 0 keeps
-        its own order (the identity), each later frame is matched to the reordered frame before it.
-    """
-    b, t, q, _ = embeddings.shape
-    out = torch.empty(b, t, q, dtype=torch.long, device=embeddings.device)
-    if t == 0:
-        return out
-    out[:, 0] = torch.arange(q, device=embeddings.device)
-    previous = embeddings[:, 0]
-    for i in range(1, t):
-        out[:, i] = match_queries(previous, embeddings[:, i])
-        previous = reorder(embeddings[:, i], out[:, i])
-    return out

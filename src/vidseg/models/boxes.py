@@ -67,7 +67,7 @@ class BoxPositionEmbedding(nn.Module):
     def forward(self, boxes: Tensor) -> Tensor:
         """boxes: [..., 4] (cx, cy, w, h) in [0, 1] -> [..., dim]."""
         sine = box_sine_embedding(boxes, self.num_feats, self.temperature)
-        return self.mlp(sine.to(self.mlp.layers[0].weight.dtype))
+        return self.mlp(sine.to(next(self.mlp.parameters()).dtype))
 
     def from_masks(self, masks: Tensor) -> Tensor:
         """L2G Eq. 2: masks [..., H, W] (bool or logits) -> [..., dim]; no gradient flows into the masks."""

@@ -131,7 +131,8 @@ class MaskedAttentionDecoder(nn.Module):
         for proj in self.input_proj:
             if isinstance(proj, nn.Conv2d):
                 nn.init.kaiming_uniform_(proj.weight, a=1)
-                nn.init.zeros_(proj.bias)
+                if proj.bias is not None:
+                    nn.init.zeros_(proj.bias)
 
     def predict(self, queries: Tensor, mask_features: Tensor) -> tuple[Tensor, LayerPrediction]:
         """Heads on raw queries [B, Q, C] and mask features [B, D, H, W] -> (normed queries, prediction)."""

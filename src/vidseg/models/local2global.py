@@ -29,16 +29,15 @@ Ablations (paper Tables 3, 5, 6), all from `L2GConfig`:
 * `local_pe="dynamic"`: l_pos = MLP(sine(Mask2Box(local queries' own masks))) instead of the static one.
 * `aligner_ffn_dim`: aligner width (Table 5).
 
-Streaming: `step_images` per frame, `run` over a sequence (exactly that loop) and `forward_clip` (training:
+Streaming: `step` per frame, `run_sequence` over a sequence (exactly that loop) and `forward_clip` (training:
 every frame's encoder pass batched, then the same per-frame step) agree. In eval mode the state is detached
 after every step, so a stream holds O(B·Q·C) memory whatever its length.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -47,14 +46,12 @@ from vidseg.config import ModelConfig
 from vidseg.errors import ConfigError
 from vidseg.models.aligner import L2GAligner
 from vidseg.models.boxes import BoxPositionEmbedding, mask_to_box
-from vidseg.models.outputs import LayerPrediction, SegmenterOutput
+from vidseg.models.oma import ObjectMaskedAttention
+from vidseg.models.outputs import LayerPrediction
 from vidseg.models.pixel_decoder import PixelDecoderOutput
 from vidseg.models.query_selection import TwoStageQuerySelector
 from vidseg.models.segmenter import Segmenter
-from vidseg.models.video import VideoFrameOutput
-
-if TYPE_CHECKING:
-    from vidseg.models.model import ClipForward
+from vidseg.models.video import ClipForward, ModelStep, VideoFrameOutput, has_trainable, run_sequence
 
 __all__ = ["L2GFrameOutput", "L2GState", "Local2Global", "build_local2global"]
 
@@ -137,6 +134,9 @@ class Local2Global(nn.Module):
         detach_global: detach the propagated queries (no back-propagation through time).
     """
 
+    window_refiner = None
+    clip_decoder = None
+
     def __init__(
         self,
         hidden_dim: int,
@@ -185,60 +185,43 @@ class Local2Global(nn.Module):
                 dropout=aligner_dropout,
             )
 
-    # --- streaming ----------------------------------------------------------------------------------------
+    # --- streaming (`VideoModel`) ----------------------------------------------------------------------------
 
     def init_state(self) -> L2GState:
         return L2GState()
 
-    def step_images(
-        self, segmenter: Segmenter, images: Tensor, state: L2GState
-    ) -> tuple[L2GFrameOutput, SegmenterOutput, L2GState]:
+    def step(self, segmenter: Segmenter, images: Tensor, state: L2GState) -> tuple[ModelStep, L2GState]:
         """One time step for B videos: images [B, 3, H, W] RGB float 0-255 (normalised and padded here)."""
         return self.step_encoded(segmenter, segmenter.encode(segmenter.normalize(images)), state)
-
-    def run(
-        self, segmenter: Segmenter, frames: Iterable[Tensor], state: L2GState | None = None
-    ) -> tuple[list[L2GFrameOutput], L2GState]:
-        """`step_images` over a sequence of [B, 3, H, W] batches; returns the outputs and the final state."""
-        state = self.init_state() if state is None else state
-        outputs = []
-        for images in frames:
-            out, _, state = self.step_images(segmenter, images, state)
-            outputs.append(out)
-        return outputs, state
 
     def forward_clip(
         self,
         segmenter: Segmenter,
         pixels: Tensor,
         *,
-        state: L2GState | None = None,
+        oma: ObjectMaskedAttention | None = None,
         generator: torch.Generator | None = None,
     ) -> ClipForward:
         """Training forward over clips: pixels [B, T, 3, H, W] normalised and padded.
 
         The encoder runs once on all B*T frames (without gradients when the backbone and pixel decoder
-        are frozen), then the T frames are stepped in order. `generator` is accepted for the common
-        video-model contract; Local2Global draws no random numbers.
+        are frozen), then the T frames are stepped in order. Local2Global has no OMA and draws no random
+        numbers (`oma`, `generator` unused).
         """
-        from vidseg.models.model import ClipForward
-
-        b, t = pixels.shape[:2]
-        encoder_params = [*segmenter.backbone.parameters(), *segmenter.pixel_decoder.parameters()]
-        encoder_trains = any(p.requires_grad for p in encoder_params)
+        t = pixels.shape[1]
+        encoder_trains = has_trainable(segmenter.backbone) or has_trainable(segmenter.pixel_decoder)
         with torch.set_grad_enabled(torch.is_grad_enabled() and encoder_trains):
             encoded = segmenter.encode(pixels.flatten(0, 1))
-        state = self.init_state() if state is None else state
-        segs, frames = [], []
-        for i in range(t):
-            frame, seg, state = self.step_encoded(segmenter, pixel_output_at(encoded, t, i), state)
-            segs.append(seg)
-            frames.append(frame)
-        return ClipForward(segs, frames)
+
+        def one(i: int, state: L2GState) -> tuple[ModelStep, L2GState]:
+            return self.step_encoded(segmenter, pixel_output_at(encoded, t, i), state)
+
+        steps, _ = run_sequence(one, range(t), self.init_state())
+        return ClipForward([s.segmenter for s in steps], [s.frame for s in steps])
 
     def step_encoded(
         self, segmenter: Segmenter, pixel_output: PixelDecoderOutput, state: L2GState
-    ) -> tuple[L2GFrameOutput, SegmenterOutput, L2GState]:
+    ) -> tuple[ModelStep, L2GState]:
         """One time step from the pixel decoder's output for B videos (see the module docstring)."""
         decoder = segmenter.decoder
         if decoder.hidden_dim != self.hidden_dim or decoder.num_queries != self.num_queries:
@@ -293,7 +276,7 @@ class Local2Global(nn.Module):
         if not self.training:
             # Inference never back-propagates: cutting the graph keeps a stream's memory constant.
             new_state = new_state.detach()
-        return frame, seg, new_state
+        return ModelStep(frame, seg), new_state
 
 
 def build_local2global(config: ModelConfig) -> Local2Global:

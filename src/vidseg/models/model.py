@@ -1,21 +1,22 @@
-"""The full video segmentation model: a segmenter plus the video model on top, and its checkpoint loader.
+"""The full video segmentation model: a segmenter plus a video model on top, and its checkpoint loader.
 
     model = build_model(config.model)                 # or: load_model("runs/x/ckpt_0040000").model
     state = model.init_state()
     for images in frames:                             # [B, 3, H, W] float 0-255
         step, state = model.step(images, state)       # step.frame: VideoFrameOutput in slot order
 
-`VideoSegmentationModel.step` hides how the segmenter and the video model are combined: MinVIS and DVIS++
-run the segmenter and hand its output to the video model; Local2Global drives the segmenter's decoder
-itself. Offline (DVIS++) models collect the steps of a window and call `refine`.
+How the segmenter and the video model are combined is the video model's business (`VideoModel.step` is
+handed the segmenter, `vidseg.models.video`); the method is chosen from `vidseg.models.methods.METHODS`.
+Offline (DVIS++) models collect the steps of a window and call `refine`.
 
 Checkpoints of the `segmenter` stage hold the bare segmenter (the same keys as `vidseg convert-weights`
-writes); those of later stages hold this whole module. `load_model` accepts both and picks the video model
-the stage trained: a segmenter checkpoint is tracked with MinVIS association.
+writes); those of later stages hold this whole module. `load_model` accepts both and picks the method the
+stage trained (`METHOD_OF_STAGE`): a segmenter checkpoint is tracked with MinVIS association.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,92 +26,29 @@ from torch import Tensor, nn
 
 from vidseg.config import ExperimentConfig, ModelConfig
 from vidseg.errors import CheckpointError, ConfigError
+from vidseg.io.checkpoint import load_checkpoint, load_weights
+from vidseg.models.methods import METHOD_OF_STAGE, METHODS
 from vidseg.models.oma import ObjectMaskedAttention
-from vidseg.models.outputs import SegmenterOutput
 from vidseg.models.segmenter import Segmenter, build_segmenter
-from vidseg.models.video import (
-    ClipOutput,
-    DVISOffline,
-    MinVIS,
-    RefinerWindow,
-    VideoFrameOutput,
-    build_video_model,
-)
-from vidseg.models.video_mask2former import VideoMask2Former
-from vidseg.training.checkpoint import load_checkpoint, load_weights
-
-# The video model each training stage produces (`segmenter` checkpoints are tracked with MinVIS).
-METHOD_OF_STAGE = {"segmenter": "minvis", "tracker": "dvis_online", "refiner": "dvis_offline", "l2g": "l2g",
-                   "video_mask2former": "video_mask2former"}
-
-
-@dataclass
-class ModelStep:
-    """One streamed frame.
-
-    Attributes:
-        frame: the video model's output for this frame, slots in track order.
-        segmenter: the segmenter's output for this frame (what an offline refiner window is built from).
-    """
-
-    frame: VideoFrameOutput
-    segmenter: SegmenterOutput
-
-
-@dataclass
-class ClipForward:
-    """A training forward pass over B clips of T frames.
-
-    Attributes:
-        segmenter: T per-time-step segmenter outputs (batch B), detached when the segmenter is frozen.
-        frames: T video-model outputs (batch B), slots in track order; `aux` holds per-layer predictions.
-        clip: the refiner's output over the T frames (offline models only).
-    """
-
-    segmenter: list[SegmenterOutput]
-    frames: list[VideoFrameOutput]
-    clip: ClipOutput | None = None
-
-
-def split_time(seg: SegmenterOutput, num_frames: int) -> list[SegmenterOutput]:
-    """A segmenter output over B*T frames (clip-major) -> T outputs over the B clips."""
-
-    def pick(x: Tensor | None, t: int) -> Tensor | None:
-        return None if x is None else x.unflatten(0, (-1, num_frames))[:, t]
-
-    out = []
-    for t in range(num_frames):
-        out.append(
-            SegmenterOutput(
-                queries=pick(seg.queries, t),
-                raw_queries=pick(seg.raw_queries, t),
-                class_logits=pick(seg.class_logits, t),
-                mask_logits=pick(seg.mask_logits, t),
-                mask_features=pick(seg.mask_features, t),
-                reid_embeddings=pick(seg.reid_embeddings, t),
-            )
-        )
-    return out
+from vidseg.models.video import ClipForward, ClipOutput, ModelStep, VideoModel
 
 
 class VideoSegmentationModel(nn.Module):
-    """Segmenter + video model behind one streaming `step`.
+    """Segmenter + video model behind one streaming `step` and one training `forward`.
 
     Args:
         segmenter: the Mask2Former segmenter.
-        video: `MinVIS` (no parameters), `DVISOnline`, `DVISOffline`, `Local2Global` or `VideoMask2Former`
-            (no parameters; the segmenter's decoder is then its clip decoder).
+        video: the method's `VideoModel` (an `nn.Module`; parameter-free ones add nothing to the state dict).
         method: the `ModelConfig.method` this model implements.
     """
 
-    def __init__(self, segmenter: Segmenter, video: Any, method: str):
+    # The state type is the video model's own; this wrapper only hands it back and forth.
+    video: VideoModel[Any]
+
+    def __init__(self, segmenter: Segmenter, video: VideoModel[Any], method: str):
         super().__init__()
         self.segmenter = segmenter
-        # MinVIS has no parameters; keeping it outside the module tree keeps the state dict to the segmenter.
-        if isinstance(video, nn.Module):
-            self.video = video
-        else:
-            self._association = video
+        self.video = video
         self.method = method
         self.frozen: tuple[str, ...] = ()
 
@@ -129,35 +67,22 @@ class VideoSegmentationModel(nn.Module):
         return self
 
     @property
-    def video_model(self) -> Any:
-        return self.video if "video" in self._modules else self._association
-
-    @property
     def is_offline(self) -> bool:
-        return isinstance(self.video_model, DVISOffline)
+        """True when the video model refines windows of steps (DVIS++ offline)."""
+        return self.video.window_refiner is not None
 
     @property
     def is_clip(self) -> bool:
-        """True for Video Mask2Former: one decoder pass per clip (`vidseg.models.video_mask2former`)."""
-        return isinstance(self.video_model, VideoMask2Former)
+        """True when the video model decodes whole clips (Video Mask2Former)."""
+        return self.video.clip_decoder is not None
 
-    @property
-    def drives_decoder(self) -> bool:
-        """True when the video model runs the segmenter's decoder itself (Local2Global)."""
-        return hasattr(self.video_model, "step_images")
+    def init_state(self) -> object:
+        """The video model's state before the first frame (opaque: hand it to `step`)."""
+        return self.video.init_state()
 
-    def init_state(self) -> Any:
-        return self.video_model.init_state()
-
-    def step(self, images: Tensor, state: Any) -> tuple[ModelStep, Any]:
+    def step(self, images: Tensor, state: object) -> tuple[ModelStep, object]:
         """Segment and track one time step: images [B, 3, H, W] float 0-255 (B videos, one frame each)."""
-        video = self.video_model
-        if self.drives_decoder:
-            frame, seg, state = video.step_images(self.segmenter, images, state)
-            return ModelStep(frame, seg), state
-        seg = self.segmenter(images)
-        frame, state = video.step(seg, state)
-        return ModelStep(frame, seg), state
+        return self.video.step(self.segmenter, images, state)
 
     def forward(
         self,
@@ -168,88 +93,33 @@ class VideoSegmentationModel(nn.Module):
     ) -> ClipForward:
         """Training forward over clips: pixels [B, T, 3, H, W] normalised and padded (see `Segmenter.normalize`).
 
-        The frozen segmenter runs on all B*T frames at once without gradients; the tracker steps through the
-        T frames; an offline model then refines the clip. `oma` (Object Masked Attention) masks the
-        refiner's cross-attention and, when its config says so, the tracker's.
+        Frozen parts run without gradients; `oma` (Object Masked Attention) masks the DVIS++ cross-attentions
+        its config names (see `VideoModel.forward_clip`).
         """
-        t = pixels.shape[1]
-        video = self.video_model
-        if self.drives_decoder:
-            return video.forward_clip(self.segmenter, pixels, generator=generator)
-        frozen_segmenter = "segmenter" in self.frozen
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_segmenter):
-            seg_all = self.segmenter.forward_normalized(pixels.flatten(0, 1))
-        segs = split_time(seg_all, t)
-        if isinstance(video, MinVIS):
-            frames, _ = video.run(segs)
-            return ClipForward(segs, frames)
-        online = video.online if isinstance(video, DVISOffline) else video
-        frozen_tracker = isinstance(video, DVISOffline) and "video.online" in self.frozen
-        state = online.init_state()
-        frames = []
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_tracker):
-            for seg in segs:
-                mask = None
-                if oma is not None and oma.config.tracker:
-                    q = seg.class_logits.shape[1]
-                    mask = oma(seg.class_logits, q, training=self.training, generator=generator).additive
-                frame, state = online.step(seg, state, attn_mask=mask, generator=generator)
-                frames.append(frame)
-        if not isinstance(video, DVISOffline):
-            return ClipForward(segs, frames)
-        return ClipForward(segs, frames, self._refine(video, segs, frames, None, oma, generator))
+        return self.video.forward_clip(self.segmenter, pixels, oma=oma, generator=generator)
 
     def refine(
         self,
-        steps: list[ModelStep],
+        steps: Sequence[ModelStep],
         mask_feature_device: torch.device | str | None = None,
         oma: ObjectMaskedAttention | None = None,
     ) -> ClipOutput:
-        """Offline refinement of a window of steps (DVIS++ offline only).
+        """Offline refinement of a window of steps (models with a `window_refiner` only).
 
         `oma` masks the refiner's cross-attention as in training; in eval mode it drops keys only when its
         config asks for `masked_inference` (the MVC paper's Table 6 variant).
         """
-        video = self.video_model
-        if not isinstance(video, DVISOffline):
+        refiner = self.video.window_refiner
+        if refiner is None:
             raise ValueError(f"refine: method {self.method!r} is online; only dvis_offline refines windows")
-        return self._refine(video, [s.segmenter for s in steps], [s.frame for s in steps], mask_feature_device, oma)
-
-    def _refine(
-        self,
-        video: DVISOffline,
-        segs: list[SegmenterOutput],
-        frames: list[VideoFrameOutput],
-        mask_feature_device: torch.device | str | None,
-        oma: ObjectMaskedAttention | None,
-        generator: torch.Generator | None = None,
-    ) -> ClipOutput:
-        """The refiner over T steps, with OMA's mask on its cross-attention when `oma` asks for it."""
-        window = RefinerWindow.from_frames(segs, frames, mask_feature_device)
-        attn_mask = None
-        if oma is not None and oma.config.refiner:
-            keys = torch.stack([s.class_logits for s in segs], dim=1)  # [B, T, Qf, K+1]
-            q = frames[0].embeddings.shape[1]
-            attn_mask = oma(keys.flatten(0, 1), q, training=self.training, generator=generator).additive
-            attn_mask = attn_mask.unflatten(0, keys.shape[:2])
-        return video.refine(window, attn_mask)
+        return refiner.refine_steps(steps, mask_feature_device=mask_feature_device, oma=oma)
 
 
 def build_model(config: ModelConfig | ExperimentConfig) -> VideoSegmentationModel:
     """A randomly initialised model for `config.method` (`segmenter` is tracked with MinVIS)."""
     model_cfg = config.model if isinstance(config, ExperimentConfig) else config
     segmenter = build_segmenter(model_cfg)
-    if model_cfg.method == "l2g":
-        from vidseg.models.local2global import build_local2global
-
-        video: Any = build_local2global(model_cfg)
-    elif model_cfg.method == "video_mask2former":
-        video = VideoMask2Former()
-    elif model_cfg.method == "segmenter":
-        video = MinVIS()
-    else:
-        video = build_video_model(model_cfg)
-    return VideoSegmentationModel(segmenter, video, model_cfg.method)
+    return VideoSegmentationModel(segmenter, METHODS[model_cfg.method].build(model_cfg), model_cfg.method)
 
 
 @dataclass
@@ -275,16 +145,19 @@ def load_model(
     """Load a checkpoint of any stage as a `VideoSegmentationModel` (see the module docstring).
 
     Raises:
-        CheckpointError: corrupt file, unexpected stage, or weights that do not fit the saved config.
+        CheckpointError: corrupt file, unexpected or unknown stage, or weights that do not fit the saved config.
     """
     ckpt = load_checkpoint(path, expected_stage=expected_stage)
-    method = METHOD_OF_STAGE[ckpt.stage]
-    config = replace(ckpt.config, model=replace(ckpt.config.model, method=method))
+    name = METHOD_OF_STAGE.get(ckpt.stage)
+    if name is None:
+        raise CheckpointError(f"{ckpt.path}: unknown stage {ckpt.stage!r}; expected one of "
+                              f"{', '.join(METHOD_OF_STAGE)}")
+    config = replace(ckpt.config, model=replace(ckpt.config.model, method=name))
     try:
         model = build_model(config.model)
     except ConfigError as e:
         raise CheckpointError(f"{ckpt.path}: config.json: {e}") from None
-    target: nn.Module = model.segmenter if ckpt.stage == "segmenter" else model
+    target: nn.Module = model.segmenter if METHODS[name].bare_segmenter else model
     load_weights(target, ckpt.state_dict, ckpt.path)
     model.to(device).eval()
     return LoadedModel(model, config, ckpt.stage, ckpt.path)

@@ -30,8 +30,10 @@ from torch import Tensor
 
 from vidseg.config import (
     BackboneConfig,
+    BackboneName,
     DecoderConfig,
     ModelConfig,
+    ModelMethod,
     PixelDecoderConfig,
     RefinerConfig,
     TrackerConfig,
@@ -270,10 +272,10 @@ def _shape(state: Mapping[str, Tensor], key: str, source: str) -> tuple[int, ...
 def _backbone_config(state: Mapping[str, Tensor], source: str) -> BackboneConfig:
     if "backbone.stem.conv1.weight" in state:
         blocks = _count(state, r"backbone\.res4\.(\d+)\.")
-        names = {6: "resnet50", 23: "resnet101"}
-        if blocks not in names:
+        resnets: dict[int, BackboneName] = {6: "resnet50", 23: "resnet101"}
+        if blocks not in resnets:
             raise CheckpointError(f"{source}: backbone.res4: {blocks} blocks, expected 6 (R50) or 23 (R101)")
-        return BackboneConfig(name=names[blocks], frozen_bn=True)  # type: ignore[arg-type]
+        return BackboneConfig(name=resnets[blocks], frozen_bn=True)
     if any(k.startswith("backbone.vit_module.") for k in state):
         from vidseg.models.backbones.vit_adapter import official_backbone_config
 
@@ -284,11 +286,13 @@ def _backbone_config(state: Mapping[str, Tensor], source: str) -> BackboneConfig
         depth3 = _count(state, r"backbone\.layers\.2\.blocks\.(\d+)\.")
         window = int(round((_shape(state, "backbone.layers.0.blocks.0.attn.relative_position_bias_table",
                                    source)[0]) ** 0.5 + 1) // 2)
-        names = {(96, 6): "swin_t", (96, 18): "swin_s", (128, 18): "swin_b", (192, 18): "swin_l"}
-        if (embed, depth3) not in names:
+        swins: dict[tuple[int, int], BackboneName] = {
+            (96, 6): "swin_t", (96, 18): "swin_s", (128, 18): "swin_b", (192, 18): "swin_l"
+        }
+        if (embed, depth3) not in swins:
             raise CheckpointError(f"{source}: backbone.patch_embed: Swin with embed {embed}, stage-3 depth "
                                   f"{depth3} is not a vidseg backbone")
-        return BackboneConfig(name=names[(embed, depth3)], window_size=window)  # type: ignore[arg-type]
+        return BackboneConfig(name=swins[(embed, depth3)], window_size=window)
     raise CheckpointError(f"{source}: no backbone.* tensors of a known backbone")
 
 
@@ -309,7 +313,7 @@ def model_config_from_official(state: Mapping[str, Tensor], source: str = "<chec
     offsets = _shape(state, p + "transformer.encoder.layers.0.self_attn.sampling_offsets.weight", source)[0]
     heads = 8
     reid = any(k.startswith(d + "reid_embed.") for k in state)
-    method = "dvis_offline" if is_dvis_offline(state) else "dvis_online" if is_dvis(state) else "segmenter"
+    method: ModelMethod = "dvis_offline" if is_dvis_offline(state) else "dvis_online" if is_dvis(state) else "segmenter"
     config = ModelConfig(
         backbone=_backbone_config(state, source),
         pixel_decoder=PixelDecoderConfig(
@@ -330,7 +334,7 @@ def model_config_from_official(state: Mapping[str, Tensor], source: str = "<chec
         num_classes=num_class_logits - 1,
         classification="softmax",
         reid_head=reid,
-        method=method,  # type: ignore[arg-type]
+        method=method,
     )
     if method == "segmenter":
         return config

@@ -71,23 +71,11 @@ class OMAMask:
     Attributes:
         dropped: bool [N, Lq, Lk], True = key hidden from that query row.
         additive: [N, Lq, Lk] float, 0 where kept and `mask_value` (-inf by default) where dropped,
-            for `softmax(additive + QK^T / sqrt(d))`.
+            for `softmax(additive + QK^T / sqrt(d))` (the `attn_mask` of `vidseg.models.attention.Attention`).
     """
 
     dropped: Tensor
     additive: Tensor
-
-    def for_multihead(self, num_heads: int) -> Tensor:
-        """[N * num_heads, Lq, Lk], the 3-D `attn_mask` layout of `nn.MultiheadAttention` (n-major)."""
-        return self.additive.repeat_interleave(num_heads, dim=0)
-
-    def for_sdpa(self) -> Tensor:
-        """[N, 1, Lq, Lk] additive mask that broadcasts over heads in `scaled_dot_product_attention`."""
-        return self.additive.unsqueeze(1)
-
-    def attend(self) -> Tensor:
-        """bool [N, 1, Lq, Lk], True = may attend (the convention of `vidseg.models.decoder`)."""
-        return ~self.dropped.unsqueeze(1)
 
 
 def oma_mask(

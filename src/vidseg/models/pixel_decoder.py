@@ -151,7 +151,8 @@ class PixelDecoder(nn.Module):
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)
         nn.init.kaiming_uniform_(self.mask_proj.weight, a=1)
-        nn.init.zeros_(self.mask_proj.bias)
+        if self.mask_proj.bias is not None:
+            nn.init.zeros_(self.mask_proj.bias)
         nn.init.normal_(self.level_embed)
 
     def forward(self, features: Mapping[str, Tensor]) -> PixelDecoderOutput:

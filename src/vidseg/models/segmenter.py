@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.config import ModelConfig
+from vidseg.models.backbones.base import Backbone
 from vidseg.models.clip_decoder import ClipMaskedAttentionDecoder
 from vidseg.models.decoder import MaskedAttentionDecoder, PosCallback
 from vidseg.models.outputs import SegmenterOutput
@@ -39,9 +40,12 @@ class Segmenter(nn.Module):
         size_divisibility: the normalised batch is zero-padded to a multiple of this.
     """
 
+    pixel_mean: Tensor
+    pixel_std: Tensor
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         pixel_decoder: PixelDecoder,
         decoder: MaskedAttentionDecoder,
         *,
@@ -170,7 +174,7 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
     return segmenter_from_backbone(backbone, cfg)
 
 
-def segmenter_from_backbone(backbone: nn.Module, cfg: ModelConfig) -> Segmenter:
+def segmenter_from_backbone(backbone: Backbone, cfg: ModelConfig) -> Segmenter:
     """Pixel decoder, decoder and heads per `cfg` around an existing backbone module."""
     pd, dc = cfg.pixel_decoder, cfg.decoder
     pixel_decoder = PixelDecoder(

@@ -18,7 +18,7 @@ embeddings, so stepping frame by frame equals running over the clip.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -74,13 +74,6 @@ class TrackerState:
     last_embeds: Tensor | None = None
     frame_index: int = 0
 
-    def detach(self) -> TrackerState:
-        """Cut the gradient history (e.g. between training windows)."""
-        return replace(
-            self,
-            last_output=None if self.last_output is None else self.last_output.detach(),
-            last_embeds=None if self.last_embeds is None else self.last_embeds.detach(),
-        )
 
 
 @dataclass
@@ -181,11 +174,10 @@ class ReferringTracker(nn.Module):
         """
         b, q, _ = frame_embeds.shape
         features = self.mask_feature_proj(mask_features)
-        first = state.last_output is None
-        if first:
+        reference: Tensor | None = None  # None on the first frame
+        if state.last_output is None or state.last_embeds is None:
             indices = torch.arange(q, device=frame_embeds.device).expand(b, q)
             output = frame_embeds
-            reference = None
         else:
             matched = match_queries(state.last_embeds, frame_embeds_normed)
             if self.training:
@@ -200,9 +192,9 @@ class ReferringTracker(nn.Module):
         # steered by the projection of what it is refining, but every layer's class head reads the
         # projection of the frame's own queries, as the official tracker's `all_frames_references` does
         # (DVIS_Plus/dvis_Plus/tracker.py:276, 331, 375-377).
-        frame_reference = self.ref_proj(output) if first else reference
+        frame_reference = self.ref_proj(output) if reference is None else reference
         for j in range(self.num_layers):
-            query = (frame_reference if j == 0 else self.ref_proj(output)) if first else reference
+            query = (frame_reference if j == 0 else self.ref_proj(output)) if reference is None else reference
             output = self.cross_attn[j](output, query, frame_embeds, frame_embeds, attn_mask)
             output = self.self_attn[j](output)
             output = self.ffn[j](output)
@@ -224,28 +216,3 @@ class ReferringTracker(nn.Module):
             aux=predictions[:-1],
         )
         return frame_out, new_state
-
-    def forward(
-        self,
-        frame_embeds: Tensor,
-        frame_embeds_normed: Tensor,
-        mask_features: Tensor,
-        state: TrackerState | None = None,
-        attn_mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[list[TrackerFrameOutput], TrackerState]:
-        """Track a clip: frame_embeds, frame_embeds_normed [B, T, Q, C]; mask_features [B, T, D, h, w];
-        attn_mask [B, T, Q or 1, Q] or None. Returns one output per frame and the state after the last."""
-        state = self.init_state() if state is None else state
-        outputs = []
-        for t in range(frame_embeds.shape[1]):
-            out, state = self.forward_frame(
-                frame_embeds[:, t],
-                frame_embeds_normed[:, t],
-                mask_features[:, t],
-                state,
-                None if attn_mask is None else attn_mask[:, t],
-                generator,
-            )
-            outputs.append(out)
-        return outputs, state

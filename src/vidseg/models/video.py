@@ -1,41 +1,50 @@
-"""Video models on top of the segmenter, behind one contract.
+"""The video-model contract: what every method on top of the segmenter implements, and the types it returns.
 
-Online models (`MinVIS`, `DVISOnline`):
+    video = METHODS[config.method].build(config)      # a VideoModel (`vidseg.models.methods`)
+    state = video.init_state()
+    for images in frames:                             # [B, 3, H, W] float 0-255: one frame of B videos
+        step, state = video.step(segmenter, images, state)
 
-    state = model.init_state()
-    for seg in segmenter_outputs:            # one SegmenterOutput per time step, batch = B videos
-        frame, state = model.step(seg, state)
+A video model is handed the segmenter on every call and decides how to run it: MinVIS and DVIS++ run it
+whole and track its output (`vidseg.models.minvis`, `vidseg.models.dvis`), Local2Global runs its encoder and
+drives its decoder with the propagated queries (`vidseg.models.local2global`), Video Mask2Former decodes
+clips (`vidseg.models.video_mask2former`). `vidseg.models.model.VideoSegmentationModel` pairs one with its
+segmenter. In training, `forward_clip` runs B clips of T frames at once.
 
-`run(sequence)` is exactly that loop, so stepping frame by frame and running a sequence (or a sequence in
-windows, carrying the state) give identical results. Every `VideoFrameOutput` is in *slot order*: slot i is
-the same object in every frame of a video, its identity is the slot index.
+Every `VideoFrameOutput` is in *slot order*: slot i is the same object in every frame of a video, its identity
+is the slot index. `run_sequence` is the one stepping loop, so stepping frame by frame, running a sequence and
+running it in windows that carry the state give identical results.
 
-Offline model (`DVISOffline`): the online tracker is stepped as above, the frames are collected into a
-`RefinerWindow`, and `refine(window)` returns clip-level classes and per-frame masks (`ClipOutput`).
+Two capabilities only some models have are typed attributes, None elsewhere: `window_refiner` (DVIS++
+offline: clip-level refinement of a window of streamed steps) and `clip_decoder` (Video Mask2Former:
+decoding recorded pixel-decoder outputs as whole clips).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from vidseg.config import ModelConfig
-from vidseg.errors import ConfigError
-from vidseg.models.association import match_queries, reorder
+from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import LayerPrediction, SegmenterOutput
-from vidseg.models.refiner import ClipPrediction, TemporalRefiner
-from vidseg.models.tracker import ReferringTracker, TrackerState
+from vidseg.models.refiner import ClipPrediction
+from vidseg.models.segmenter import Segmenter
+
+StateT = TypeVar("StateT")
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
 
 
 @dataclass
 class VideoFrameOutput:
-    """One frame of an online video model, slots in track order.
+    """One frame of a video model, slots in track order.
 
     Attributes:
-        class_logits: [B, Q, K+1] per-slot class logits of this frame.
+        class_logits: [B, Q, K+1] per-slot class logits of this frame ([B, Q, K] for sigmoid heads).
         mask_logits: [B, Q, h, w] per-slot mask logits at the mask-feature resolution (stride 4).
         embeddings: [B, Q, C] per-slot embedding (MinVIS: the normed segmenter query; DVIS++: the tracker's
             last-layer output, the refiner's input).
@@ -43,7 +52,7 @@ class VideoFrameOutput:
             track order, e.g. for guided matching).
         frame_index: position of this frame in the video (0-based, counted by the state).
         references: [B, Q, C] the tracker's references (DVIS++ only; contrastive loss).
-        aux: per-layer predictions for deep supervision (DVIS++ in training only).
+        aux: per-layer predictions for deep supervision (training only).
     """
 
     class_logits: Tensor
@@ -56,179 +65,31 @@ class VideoFrameOutput:
 
 
 @dataclass
-class MinVISState:
-    """MinVIS stream state.
+class ModelStep:
+    """One streamed frame.
 
     Attributes:
-        previous: [B, Q, C] previous frame's normed queries in slot order (None before the first frame).
-        frame_index: number of frames already processed.
+        frame: the video model's output for this frame, slots in track order.
+        segmenter: the segmenter's output for this frame (what an offline refiner window or a clip record is
+            built from).
     """
 
-    previous: Tensor | None = None
-    frame_index: int = 0
-
-
-def tracker_inputs(seg: SegmenterOutput) -> tuple[Tensor, Tensor]:
-    """The tracker's per-frame embeddings from a segmenter output.
-
-    With the re-id head (DVIS++), raw = concat[raw_queries, reid] and normed = concat[queries, reid], so the
-    width is 2C; without it they are the raw and normed queries (width C).
-
-    Returns:
-        (raw [B, Q, C'], normed [B, Q, C']).
-    """
-    if seg.reid_embeddings is None:
-        return seg.raw_queries, seg.queries
-    return (
-        torch.cat([seg.raw_queries, seg.reid_embeddings], dim=-1),
-        torch.cat([seg.queries, seg.reid_embeddings], dim=-1),
-    )
-
-
-class MinVIS:
-    """Parameter-free online association: chain Hungarian matching on query cosine similarity."""
-
-    def init_state(self) -> MinVISState:
-        return MinVISState()
-
-    def step(self, seg: SegmenterOutput, state: MinVISState) -> tuple[VideoFrameOutput, MinVISState]:
-        """Reorder one frame's predictions into slot order by matching to the previous reordered frame."""
-        b, q, _ = seg.queries.shape
-        if state.previous is None:
-            indices = torch.arange(q, device=seg.queries.device).expand(b, q)
-        else:
-            indices = match_queries(state.previous, seg.queries)
-        embeddings = reorder(seg.queries, indices)
-        out = VideoFrameOutput(
-            class_logits=reorder(seg.class_logits, indices),
-            mask_logits=reorder(seg.mask_logits, indices),
-            embeddings=embeddings,
-            indices=indices,
-            frame_index=state.frame_index,
-        )
-        return out, MinVISState(previous=embeddings, frame_index=state.frame_index + 1)
-
-    def run(
-        self, outputs: Iterable[SegmenterOutput], state: MinVISState | None = None
-    ) -> tuple[list[VideoFrameOutput], MinVISState]:
-        """`step` over a sequence; returns the frame outputs and the state after the last frame."""
-        state = self.init_state() if state is None else state
-        frames = []
-        for seg in outputs:
-            out, state = self.step(seg, state)
-            frames.append(out)
-        return frames, state
-
-
-class DVISOnline(nn.Module):
-    """DVIS++ online: the referring tracker over the segmenter's per-frame outputs."""
-
-    def __init__(self, tracker: ReferringTracker):
-        super().__init__()
-        self.tracker = tracker
-
-    def init_state(self) -> TrackerState:
-        return self.tracker.init_state()
-
-    def step(
-        self,
-        seg: SegmenterOutput,
-        state: TrackerState,
-        attn_mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[VideoFrameOutput, TrackerState]:
-        """Track one frame.
-
-        Args:
-            seg: segmenter output of this time step (needs `mask_features`).
-            state: from `init_state()` or the previous step.
-            attn_mask: optional additive mask [B, Q or 1, Q] on the tracker's cross-attention keys (OMA).
-            generator: CPU generator for denoising noise (training only).
-        """
-        if seg.mask_features is None:
-            raise ValueError("DVISOnline.step needs SegmenterOutput.mask_features")
-        raw, normed = tracker_inputs(seg)
-        frame_index = state.frame_index
-        out, state = self.tracker.forward_frame(raw, normed, seg.mask_features, state, attn_mask, generator)
-        return (
-            VideoFrameOutput(
-                class_logits=out.class_logits,
-                mask_logits=out.mask_logits,
-                embeddings=out.embeddings,
-                indices=out.indices,
-                frame_index=frame_index,
-                references=out.references,
-                aux=out.aux,
-            ),
-            state,
-        )
-
-    def run(
-        self,
-        outputs: Iterable[SegmenterOutput],
-        state: TrackerState | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[list[VideoFrameOutput], TrackerState]:
-        """`step` over a sequence; returns the frame outputs and the state after the last frame."""
-        state = self.init_state() if state is None else state
-        frames = []
-        for seg in outputs:
-            out, state = self.step(seg, state, generator=generator)
-            frames.append(out)
-        return frames, state
-
-
-@dataclass
-class RefinerWindow:
-    """A window of frames for the offline refiner.
-
-    Attributes:
-        instance_embeds: [B, T, Q, C] tracker slot embeddings, track order.
-        frame_embeds: [B, T, Qf, C] segmenter raw embeddings (with re-id), segmenter order.
-        mask_features: [B, T, D, h, w] segmenter mask features; may live on the CPU (read in chunks).
-        online_class_logits: [B, T, Q, K+1] the tracker's per-frame class logits, track order.
-        frame_indices: video frame index of each of the T frames.
-    """
-
-    instance_embeds: Tensor
-    frame_embeds: Tensor
-    mask_features: Tensor | None
-    online_class_logits: Tensor | None
-    frame_indices: list[int]
-
-    @classmethod
-    def from_frames(
-        cls,
-        segmenter_outputs: Sequence[SegmenterOutput],
-        frame_outputs: Sequence[VideoFrameOutput],
-        mask_feature_device: torch.device | str | None = None,
-    ) -> RefinerWindow:
-        """Stack T time steps. `mask_feature_device` (e.g. "cpu") is where the mask features are kept."""
-        if len(segmenter_outputs) != len(frame_outputs) or not frame_outputs:
-            raise ValueError("RefinerWindow.from_frames: need as many (>= 1) segmenter as tracker outputs")
-        feats = None
-        if all(s.mask_features is not None for s in segmenter_outputs):
-            feats = torch.stack([s.mask_features.to(mask_feature_device) for s in segmenter_outputs], dim=1)
-        return cls(
-            instance_embeds=torch.stack([f.embeddings for f in frame_outputs], dim=1),
-            frame_embeds=torch.stack([tracker_inputs(s)[0] for s in segmenter_outputs], dim=1),
-            mask_features=feats,
-            online_class_logits=torch.stack([f.class_logits for f in frame_outputs], dim=1),
-            frame_indices=[f.frame_index for f in frame_outputs],
-        )
+    frame: VideoFrameOutput
+    segmenter: SegmenterOutput
 
 
 @dataclass
 class ClipOutput:
-    """Clip-level predictions of an offline model, slots in track order.
+    """Clip-level predictions (an offline refiner or a clip decoder), slots in track order.
 
     Attributes:
-        class_logits: [B, Q, K+1] refiner clip-level class logits.
-        mask_logits: [B, T, Q, h, w] per-frame mask logits (on the mask features' device).
-        embeddings: [B, T, Q, C] refined slot embeddings.
+        class_logits: [B, Q, K+1] clip-level class logits.
+        mask_logits: [B, T, Q, h, w] per-frame mask logits (on the mask features' device), None when the
+            mask features were not given.
+        embeddings: [B, T, Q, C] slot embeddings per frame.
         frame_indices: video frame index of each of the T frames.
         online_class_logits: [B, Q, K+1] the tracker's class logits averaged over the window, if known.
-        aux: refiner per-layer predictions (training only).
+        aux: per-layer predictions (training only).
     """
 
     class_logits: Tensor
@@ -254,77 +115,174 @@ def offline_class_probs(class_logits: Tensor, online_class_logits: Tensor | None
     return torch.cat([torch.maximum(probs[..., :-1], online[..., :-1]), probs[..., -1:]], dim=-1)
 
 
-class DVISOffline(nn.Module):
-    """DVIS++ offline: the (frozen) online tracker, then the temporal refiner over windows of its outputs."""
+@dataclass
+class ClipForward:
+    """A training forward pass over B clips of T frames.
 
-    def __init__(self, tracker: ReferringTracker, refiner: TemporalRefiner):
-        super().__init__()
-        self.online = DVISOnline(tracker)
-        self.refiner = refiner
+    Attributes:
+        segmenter: T per-time-step segmenter outputs (batch B); empty when the model decodes whole clips.
+        frames: T video-model outputs (batch B), slots in track order; `aux` holds per-layer predictions.
+        clip: clip-level predictions over the T frames (offline refiner, clip decoder), else None.
+    """
 
-    def init_state(self) -> TrackerState:
-        return self.online.init_state()
+    segmenter: list[SegmenterOutput]
+    frames: Sequence[VideoFrameOutput]
+    clip: ClipOutput | None = None
 
-    def step(self, seg: SegmenterOutput, state: TrackerState) -> tuple[VideoFrameOutput, TrackerState]:
-        """The online tracker step whose outputs feed `refine` (see `RefinerWindow.from_frames`)."""
-        return self.online.step(seg, state)
 
-    def refine(self, window: RefinerWindow, attn_mask: Tensor | None = None) -> ClipOutput:
-        """Refine a window; `attn_mask` is the additive OMA mask [B, T, Q or 1, Qf] on the cross-attention."""
-        out = self.refiner(window.instance_embeds, window.frame_embeds, window.mask_features, attn_mask)
-        online = None if window.online_class_logits is None else window.online_class_logits.mean(dim=1)
-        return ClipOutput(
-            class_logits=out.class_logits,
-            mask_logits=out.mask_logits,
-            embeddings=out.embeddings,
-            frame_indices=list(window.frame_indices),
-            online_class_logits=online,
-            aux=out.aux,
+ClipFeatures = tuple[list[Tensor], Tensor]
+"""A clip's pixel-decoder outputs: (num_levels maps [B, T, C, h_l, w_l] coarsest first, mask features
+[B, T, D, H/4, W/4])."""
+
+
+@dataclass
+class ClipWindow:
+    """The clip-level predictions of frames [start, stop) of a video (batch 1), slots in track order.
+
+    Attributes:
+        class_logits: [Q, K+1] clip-level class logits.
+        mask_logits: [Q, T, h, w] mask tubes at stride 4.
+        queries: [1, Q, C] final normed queries (what the next window is matched to).
+    """
+
+    start: int
+    stop: int
+    class_logits: Tensor
+    mask_logits: Tensor
+    queries: Tensor
+
+
+class WindowRefiner(Protocol):
+    """Offline refinement (DVIS++ offline): clip-level predictions over a window of streamed frames."""
+
+    def refine_steps(
+        self,
+        steps: Sequence[ModelStep],
+        *,
+        mask_feature_device: torch.device | str | None = None,
+        oma: ObjectMaskedAttention | None = None,
+    ) -> ClipOutput:
+        """Refine T streamed steps of B videos; `oma` masks the refiner's cross-attention as in training."""
+        ...
+
+    def window_inputs(self, step: ModelStep) -> tuple[Tensor, Tensor]:
+        """What the refiner reads of one step besides the mask features: (slot embeddings [B, Q, C],
+        segmenter embeddings [B, Qf, C'])."""
+        ...
+
+    def refine_embeddings(self, slot_embeds: Tensor, frame_embeds: Tensor) -> tuple[Tensor, Tensor]:
+        """The refiner without masks on [B, T, Q, C] / [B, T, Qf, C'] from `window_inputs`:
+        (clip class logits [B, Q, K+1], refined embeddings [B, T, Q, C])."""
+        ...
+
+    def predict_masks(self, embeddings: Tensor, mask_features: Tensor) -> Tensor:
+        """Masks [B, T, Q, h, w] of refined embeddings [B, T, Q, C] from mask features [B, T, D, h, w]."""
+        ...
+
+
+class ClipDecoder(Protocol):
+    """Whole-clip decoding (Video Mask2Former) of recorded pixel-decoder outputs."""
+
+    def decode_windows(
+        self,
+        segmenter: Segmenter,
+        load: Callable[[int, int], ClipFeatures],
+        num_frames: int,
+        max_frames: int,
+    ) -> Iterator[ClipWindow]:
+        """Decode a video (batch 1) in windows of at most `max_frames` frames, slots consistent across them.
+
+        Args:
+            load: (start, stop) -> that window's pixel-decoder outputs, batch 1, on the model's device.
+        """
+        ...
+
+
+class VideoModel(Protocol[StateT]):
+    """What every method on top of the segmenter implements (see the module docstring).
+
+    Implementations are `nn.Module`s (parameter-free ones too, so that they move and nest like the others)
+    and receive the segmenter, which they do not own, on every call.
+    """
+
+    @property
+    def window_refiner(self) -> WindowRefiner | None:
+        """Offline refinement of windows of steps (DVIS++ offline), else None."""
+        ...
+
+    @property
+    def clip_decoder(self) -> ClipDecoder | None:
+        """Whole-clip decoding of recorded frames (Video Mask2Former), else None."""
+        ...
+
+    def init_state(self) -> StateT:
+        """The state before the first frame of B videos."""
+        ...
+
+    def step(self, segmenter: Segmenter, images: Tensor, state: StateT) -> tuple[ModelStep, StateT]:
+        """Segment and track one time step: images [B, 3, H, W] float 0-255 (one frame of each of B videos)."""
+        ...
+
+    def forward_clip(
+        self,
+        segmenter: Segmenter,
+        pixels: Tensor,
+        *,
+        oma: ObjectMaskedAttention | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ClipForward:
+        """Training forward over clips: pixels [B, T, 3, H, W] normalised and padded (`Segmenter.normalize`).
+
+        A segmenter with no trainable parameter runs without gradients. `oma` (Object Masked Attention)
+        masks the cross-attentions its config names (DVIS++ only); `generator` draws training noise.
+        """
+        ...
+
+
+def run_sequence(
+    step: Callable[[InT, StateT], tuple[OutT, StateT]], inputs: Iterable[InT], state: StateT
+) -> tuple[list[OutT], StateT]:
+    """`step` over `inputs` in order, carrying the state: every output and the state after the last input.
+
+    The one stepping loop of every video model (streaming, training clips, sequences in windows).
+    """
+    outputs = []
+    for x in inputs:
+        out, state = step(x, state)
+        outputs.append(out)
+    return outputs, state
+
+
+def has_trainable(module: nn.Module) -> bool:
+    """Whether any parameter of `module` trains (a frozen module runs without gradients)."""
+    return any(p.requires_grad for p in module.parameters())
+
+
+def split_time(seg: SegmenterOutput, num_frames: int) -> list[SegmenterOutput]:
+    """A segmenter output over B*T frames (clip-major) -> T outputs over the B clips."""
+
+    def pick(x: Tensor, t: int) -> Tensor:
+        return x.unflatten(0, (-1, num_frames))[:, t]
+
+    def pick_optional(x: Tensor | None, t: int) -> Tensor | None:
+        return None if x is None else pick(x, t)
+
+    return [
+        SegmenterOutput(
+            queries=pick(seg.queries, t),
+            raw_queries=pick(seg.raw_queries, t),
+            class_logits=pick(seg.class_logits, t),
+            mask_logits=pick(seg.mask_logits, t),
+            mask_features=pick_optional(seg.mask_features, t),
+            reid_embeddings=pick_optional(seg.reid_embeddings, t),
         )
+        for t in range(num_frames)
+    ]
 
 
-def tracker_width(config: ModelConfig) -> int:
-    """Width of the tracker/refiner: the decoder width, doubled by the DVIS++ re-id branch."""
-    return config.decoder.hidden_dim * (2 if config.reid_head else 1)
-
-
-def build_tracker(config: ModelConfig) -> ReferringTracker:
-    t = config.tracker
-    return ReferringTracker(
-        hidden_dim=tracker_width(config),
-        num_classes=config.num_classes,
-        mask_dim=config.pixel_decoder.mask_dim,
-        num_layers=t.num_layers,
-        num_heads=t.num_heads,
-        ffn_dim=t.ffn_dim,
-        dropout=t.dropout,
-        noise_mode=t.noise_mode,
-        noise_ratio=t.noise_ratio,
-    )
-
-
-def build_refiner(config: ModelConfig) -> TemporalRefiner:
-    r = config.refiner
-    return TemporalRefiner(
-        hidden_dim=tracker_width(config),
-        num_classes=config.num_classes,
-        mask_dim=config.pixel_decoder.mask_dim,
-        num_layers=r.num_layers,
-        num_heads=r.num_heads,
-        ffn_dim=r.ffn_dim,
-        dropout=r.dropout,
-        mask_window=r.mask_window,
-    )
-
-
-def build_video_model(config: ModelConfig) -> MinVIS | DVISOnline | DVISOffline:
-    """The video model named by `config.method` (the segmenter is built and loaded separately)."""
-    if config.classification != "softmax" and config.method in ("dvis_online", "dvis_offline"):
-        raise ConfigError("model.classification: DVIS++ video models need the softmax (K+1) segmenter head")
-    if config.method == "minvis":
-        return MinVIS()
-    if config.method == "dvis_online":
-        return DVISOnline(build_tracker(config))
-    if config.method == "dvis_offline":
-        return DVISOffline(build_tracker(config), build_refiner(config))
-    raise ConfigError(f"model.method: {config.method!r} has no video model in vidseg.models.video")
+def segment_clip(segmenter: Segmenter, pixels: Tensor) -> list[SegmenterOutput]:
+    """The segmenter on normalised clips [B, T, 3, H, W], all B*T frames in one batch (without gradients when
+    it is frozen) -> T outputs over the B clips."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and has_trainable(segmenter)):
+        out = segmenter.forward_normalized(pixels.flatten(0, 1))
+    return split_time(out, pixels.shape[1])

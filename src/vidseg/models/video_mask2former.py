@@ -4,7 +4,7 @@ The segmenter's backbone and pixel decoder run per frame; its decoder is a `Clip
 whose Q queries attend to the tokens of every frame of a clip at once and predict one class per query for
 the clip and one mask tube per query over it. No tracker, no association inside a clip. The parameters are
 exactly the image Mask2Former's (`segmenter.*`); `VideoMask2Former` itself has none, it only drives the
-segmenter (like Local2Global, `VideoSegmentationModel.drives_decoder`):
+segmenter it is handed, and is its own `clip_decoder` (`vidseg.models.video`):
 
 * training (`forward_clip`): B clips of T frames (2 by default, `data.num_frames`) in one decoder pass each;
 * official inference (`decode_windows` with a window >= the video, `vidseg.inference.clip_record`): the whole
@@ -13,7 +13,7 @@ segmenter (like Local2Global, `VideoSegmentationModel.drives_decoder`):
   frames, each one clip; the queries of a window are matched to the previous window's (Hungarian on the
   cosine similarity of the normed queries, as MinVIS matches frames), so slot q is the same object across
   windows; memory is bounded by the window;
-* streaming (`step_images`, `VideoPredictor.step`): every frame is a clip of one frame and the frames are
+* streaming (`step`, `VideoPredictor.step`): every frame is a clip of one frame and the frames are
   associated as MinVIS does (provisional results; `VideoPredictor.finish` gives the clip-level ones).
 """
 
@@ -21,42 +21,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from vidseg.config import ModelConfig
 from vidseg.models.association import match_queries, reorder
 from vidseg.models.decoder import DecoderOutput
+from vidseg.models.minvis import MinVIS, MinVISState
+from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import SegmenterOutput
 from vidseg.models.refiner import ClipPrediction
 from vidseg.models.segmenter import Segmenter
-from vidseg.models.video import ClipOutput, MinVIS, MinVISState, VideoFrameOutput
-
-if TYPE_CHECKING:
-    from vidseg.models.model import ClipForward
-
-ClipFeatures = tuple[list[Tensor], Tensor]
-"""A clip's pixel-decoder outputs: (num_levels maps [B, T, C, h_l, w_l] coarsest first, mask features
-[B, T, D, H/4, W/4])."""
-
-
-@dataclass
-class ClipWindow:
-    """The clip-level predictions of frames [start, stop) of a video (batch 1), slots in track order.
-
-    Attributes:
-        class_logits: [Q, K+1] clip-level class logits.
-        mask_logits: [Q, T, h, w] mask tubes at stride 4.
-        queries: [1, Q, C] final normed queries (what the next window is matched to).
-    """
-
-    start: int
-    stop: int
-    class_logits: Tensor
-    mask_logits: Tensor
-    queries: Tensor
+from vidseg.models.video import ClipFeatures, ClipForward, ClipOutput, ClipWindow, ModelStep
 
 
 def window_bounds(num_frames: int, max_frames: int) -> list[tuple[int, int]]:
@@ -68,11 +45,18 @@ def window_bounds(num_frames: int, max_frames: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-class VideoMask2Former:
+class VideoMask2Former(nn.Module):
     """Drives a segmenter with a `ClipMaskedAttentionDecoder` (see the module docstring). No parameters."""
 
+    window_refiner = None
+
     def __init__(self) -> None:
+        super().__init__()
         self.association = MinVIS()
+
+    @property
+    def clip_decoder(self) -> VideoMask2Former:
+        return self
 
     def init_state(self) -> MinVISState:
         return self.association.init_state()
@@ -91,12 +75,16 @@ class VideoMask2Former:
         return [f.unflatten(0, (b, t)) for f in out.multi_scale_features], out.mask_features.unflatten(0, (b, t))
 
     def forward_clip(
-        self, segmenter: Segmenter, pixels: Tensor, generator: torch.Generator | None = None
+        self,
+        segmenter: Segmenter,
+        pixels: Tensor,
+        *,
+        oma: ObjectMaskedAttention | None = None,
+        generator: torch.Generator | None = None,
     ) -> ClipForward:
         """Training forward over normalised clips [B, T, 3, H, W]: `ClipForward.clip` holds the clip class
-        logits [B, Q, K+1], mask tubes as [B, T, Q, h, w] and every earlier prediction in `aux`."""
-        from vidseg.models.model import ClipForward
-
+        logits [B, Q, K+1], mask tubes as [B, T, Q, h, w] and every earlier prediction in `aux` (`oma` and
+        `generator` unused: no tracker, no noise)."""
         t = pixels.shape[1]
         out = self.decode(segmenter, self.encode(segmenter, pixels))
         preds = [ClipPrediction(p.class_logits, p.mask_logits.transpose(1, 2)) for p in out.predictions]
@@ -109,9 +97,7 @@ class VideoMask2Former:
         )
         return ClipForward([], [], clip)
 
-    def step_images(
-        self, segmenter: Segmenter, images: Tensor, state: MinVISState
-    ) -> tuple[VideoFrameOutput, SegmenterOutput, MinVISState]:
+    def step(self, segmenter: Segmenter, images: Tensor, state: MinVISState) -> tuple[ModelStep, MinVISState]:
         """Streaming: frames [B, 3, H, W] 0-255, each decoded as a clip of one frame, associated with MinVIS.
 
         The returned `SegmenterOutput` carries the frame's pixel-decoder outputs (`memory`,
@@ -129,8 +115,8 @@ class VideoMask2Former:
             mask_features=mask_features[:, 0],
             memory=[f[:, 0] for f in multi_scale],
         )
-        frame, state = self.association.step(seg, state)
-        return frame, seg, state
+        frame, state = self.association.track(seg, state)
+        return ModelStep(frame, seg), state
 
     def decode_windows(
         self,
@@ -155,3 +141,8 @@ class VideoMask2Former:
                 queries, class_logits, masks = (reorder(x, indices) for x in (queries, class_logits, masks))
             previous = queries
             yield ClipWindow(start, stop, class_logits[0], masks[0], queries)
+
+
+def build_video_mask2former(config: ModelConfig) -> VideoMask2Former:
+    """Nothing to build: the clip decoder is the segmenter's decoder (`build_segmenter` picks it)."""
+    return VideoMask2Former()

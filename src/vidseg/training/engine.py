@@ -1,9 +1,11 @@
 """The training loop shared by every stage: DDP, AMP, accumulation, checkpoints, exact resume.
 
 The engine knows nothing about segmentation: a stage supplies a map-style dataset, a collate function and
-a `loss_fn(model, batch) -> StepOutput`. The engine owns the data order (a seeded, resumable sampler),
-the optimiser and schedule, mixed precision, gradient clipping and accumulation, non-finite-loss
-handling, checkpoints (every N iterations and on SIGTERM/SIGINT) and logs.
+a `loss_fn(model, batch, iteration) -> StepOutput` (the iteration is the 0-based index of the update the
+batch is for, right after `--resume` too: stages whose loss depends on training progress read it there).
+The engine owns the data order (a seeded, resumable sampler), the optimiser and schedule, mixed precision,
+gradient clipping and accumulation, non-finite-loss handling, checkpoints (every N iterations and on
+SIGTERM/SIGINT) and logs.
 
 Data parallel: launched under `torchrun`, the engine joins the process group (NCCL on GPU, gloo on CPU)
 and each rank takes its slice of every global batch, so 1 process and W processes with the same global
@@ -17,7 +19,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +34,10 @@ from tqdm import tqdm
 
 from vidseg.config import ExperimentConfig
 from vidseg.errors import VidsegError
-from vidseg.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vidseg.io.checkpoint import load_checkpoint, save_checkpoint
+from vidseg.training.checkpoint import latest_checkpoint
 from vidseg.training.optim import build_optimizer, set_lr
+from vidseg.types import ClassInfo
 
 
 class TrainingError(VidsegError):
@@ -53,8 +57,7 @@ class StepOutput:
     terms: dict[str, float] = field(default_factory=dict)
 
 
-LossFn = Callable[[nn.Module, Any], StepOutput]
-EvalFn = Callable[[nn.Module], dict[str, float]]
+LossFn = Callable[[nn.Module, Any, int], StepOutput]
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ class EngineOptions:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
-    eval_every: int = 0
     max_nonfinite: int = 5
     device: str = "cpu"
     progress: bool = True
+    classes: ClassInfo | None = None  # the model's classes, stored with every checkpoint
 
 
 @dataclass
@@ -128,7 +131,8 @@ class ResumableBatchSampler:
 
 
 def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # legacy: (name, keys, position, has_gauss, cached_gaussian)
     state = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
@@ -177,23 +181,18 @@ class Trainer:
         model: the module to train (parameters with requires_grad=False stay frozen).
         dataset: map-style dataset of training samples.
         collate_fn: list of samples -> batch (anything `_to_device` understands, or with a `.to`).
-        loss_fn: (model, batch) -> StepOutput; under DDP it receives the DDP wrapper.
+        loss_fn: (model, batch, iteration) -> StepOutput; under DDP it receives the DDP wrapper.
         config: experiment config (optim, seed, data.num_workers); saved in every checkpoint.
-        options: output directory, stage tag, checkpoint/log/eval cadence, device.
-        eval_fn: optional periodic evaluation, (model) -> metrics.
-        iteration_hook: called with the iteration index before each step (stages whose loss depends on
-            training progress, e.g. guided matching, read it from there; it is correct after `--resume`).
+        options: output directory, stage tag, checkpoint/log cadence, device.
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, collate_fn: Callable[[list], Any],
-                 loss_fn: LossFn, config: ExperimentConfig, options: EngineOptions,
-                 eval_fn: EvalFn | None = None, iteration_hook: Callable[[int], None] | None = None):
+                 loss_fn: LossFn, config: ExperimentConfig, options: EngineOptions):
         self.config, self.options = config, options
         self.device = torch.device(options.device)
         self.rank, self.world = init_distributed(options.device)
         self.model = model.to(self.device)
-        self.dataset, self.collate_fn, self.loss_fn, self.eval_fn = dataset, collate_fn, loss_fn, eval_fn
-        self.iteration_hook = iteration_hook
+        self.dataset, self.collate_fn, self.loss_fn = dataset, collate_fn, loss_fn
         self.optimizer = build_optimizer(self.model, config.optim)
         amp = config.optim.amp
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -225,7 +224,8 @@ class Trainer:
         path = None
         if self.rank == 0:
             path = save_checkpoint(self.out_dir / f"ckpt_{self.iteration:07d}", self.model.state_dict(),
-                                   self.config, self.options.stage, self.iteration, self._trainer_state())
+                                   self.config, self.options.stage, self.iteration, self._trainer_state(),
+                                   classes=self.options.classes)
             kept = sorted(p for p in self.out_dir.glob("ckpt_*") if p.is_dir() and p.name[5:].isdigit())
             for old in kept[: -self.options.keep_checkpoints]:
                 for f in old.iterdir():
@@ -258,6 +258,8 @@ class Trainer:
         optim = self.config.optim
         # Datasets with `set_epoch` (clip datasets) draw new clips each epoch: they get (index, epoch) keys.
         with_epoch = callable(getattr(self.dataset, "set_epoch", None))
+        if not isinstance(self.dataset, Sized):
+            raise TypeError("the engine takes a map-style dataset (with __len__)")
         sampler = ResumableBatchSampler(len(self.dataset), optim.batch_size, self.rank, self.world,
                                         optim.grad_accumulation, self.config.seed, self.iteration, with_epoch)
         workers = self.config.data.num_workers
@@ -295,7 +297,7 @@ class Trainer:
                 loss_value, terms = self._step(model, data)
                 self.iteration += 1
                 bar.update(1)
-                if self.rank == 0 and (self.iteration % self.options.log_every == 0 or self.iteration == 1):
+                if log_file is not None and (self.iteration % self.options.log_every == 0 or self.iteration == 1):
                     record = {"iter": self.iteration, "loss": loss_value, **terms,
                               "lr": self.optimizer.param_groups[0]["lr"],
                               "time": round(time.perf_counter() - start, 3)}
@@ -308,9 +310,6 @@ class Trainer:
                                 tb.add_scalar(f"train/{k}", v, self.iteration)
                 if self.iteration % self.options.checkpoint_every == 0:
                     last_ckpt = self.save()
-                if self.eval_fn is not None and self.options.eval_every and \
-                        self.iteration % self.options.eval_every == 0:
-                    self._evaluate(model, log_file, tb)
             if self._stop_signal is not None or (last_ckpt is None or
                                                  last_ckpt.name != f"ckpt_{self.iteration:07d}"):
                 last_ckpt = self.save()
@@ -328,8 +327,6 @@ class Trainer:
         optim = self.config.optim
         self.optimizer.zero_grad(set_to_none=True)
         set_lr(self.optimizer, self.iteration, optim)
-        if self.iteration_hook is not None:
-            self.iteration_hook(self.iteration)
         total = torch.zeros((), device=self.device)
         terms: dict[str, float] = {}
         for micro in range(optim.grad_accumulation):
@@ -341,7 +338,7 @@ class Trainer:
                 autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype \
                     else nullcontext()
                 with autocast:
-                    out = self.loss_fn(model, batch)
+                    out = self.loss_fn(model, batch, self.iteration)
                 loss = out.loss.float() / optim.grad_accumulation
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             total += loss.detach()
@@ -378,19 +375,6 @@ class Trainer:
         else:
             self.optimizer.step()
         return float(total), terms
-
-    def _evaluate(self, model: nn.Module, log_file: Any, tb: Any) -> None:
-        model.eval()
-        with torch.no_grad():
-            metrics = self.eval_fn(self.model)
-        model.train()
-        if self.rank == 0:
-            log_file.write(json.dumps({"iter": self.iteration, "eval": metrics}) + "\n")
-            log_file.flush()
-            tqdm.write(f"iteration {self.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if tb is not None:
-                for k, v in metrics.items():
-                    tb.add_scalar(f"eval/{k}", v, self.iteration)
 
     def _tensorboard(self) -> Any:
         if self.rank != 0:

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from vidseg.config import ExperimentConfig
-from vidseg.data.formats.vipseg import read_vipseg
-from vidseg.evaluation.report import evaluate_task
-from vidseg.evaluation.submission import VipsegSubmissionWriter
+from vidseg.evaluation.submission import writer_for
+from vidseg.evaluation.vipseg import VipsegMetrics, evaluate_vipseg
 from vidseg.inference.image import ImagePostprocessor
+from vidseg.inference.predict_split import read_split
 from vidseg.io.video import resized_shape
 from vidseg.models.segmenter import Segmenter
 
@@ -26,31 +26,30 @@ from vidseg.models.segmenter import Segmenter
 def predict_vipseg_split(model: Segmenter, config: ExperimentConfig, root: str | Path, split: str,
                          out_dir: str | Path) -> Path:
     """Write the panoptic predictions of every frame of `root`'s `split` as a VIPSeg submission."""
-    root = Path(root)
-    dataset = read_vipseg(root / f"panoptic_gt_VIPSeg_{split}.json")
-    category_ids = [c.id for c in dataset.categories]
-    thing = {i for i, c in enumerate(dataset.categories) if c.isthing}
+    data = read_split("vps", Path(root) / f"panoptic_gt_VIPSeg_{split}.json")
+    categories = data.dataset.categories
+    thing = {i for i, c in enumerate(categories) if c.isthing}
     post = ImagePostprocessor.from_config(config.inference, config.model.classification, thing, task="panoptic")
     model.eval()
-    with VipsegSubmissionWriter(out_dir, category_ids=category_ids) as writer:
-        for video in dataset.videos:
-            for t, frame in enumerate(video.frames):
+    with writer_for("vps", out_dir, [c.id for c in categories]) as writer:
+        for video in data.dataset.videos:
+            for t in range(len(video)):
                 image = video.load_frame(t)
                 h, w = image.shape[:2]
                 rh, rw = resized_shape(h, w, config.inference.min_size)
                 if (rh, rw) != (h, w):
-                    image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.BILINEAR))
+                    image = np.asarray(Image.fromarray(image).resize((rw, rh), Image.Resampling.BILINEAR))
                 batch = model.frames_to_batch([image])
                 output = model(batch)
                 d = model.size_divisibility
                 padded = (-(-rh // d) * d, -(-rw // d) * d)  # what `normalize` pads the batch to
                 result = post(output, padded, [(rh, rw)], [(h, w)], [t])[0]
-                writer.add_frame(str(video.video_id), result, file_name=Path(frame.mask_file).name)
+                writer.add_frame(data.video_key(video), result, data.frame_file(video, t))
     return Path(out_dir)
 
 
 def evaluate_segmenter_vps(model: Segmenter, config: ExperimentConfig, root: str | Path, split: str,
-                           out_dir: str | Path) -> dict:
+                           out_dir: str | Path) -> VipsegMetrics:
     """VPQ/STQ metrics (official scales) of per-frame predictions on `root`'s `split`."""
     predict_vipseg_split(model, config, root, split, out_dir)
-    return evaluate_task("vps", str(Path(root) / f"panoptic_gt_VIPSeg_{split}.json"), str(out_dir), workers=1)
+    return evaluate_vipseg(Path(root) / f"panoptic_gt_VIPSeg_{split}.json", out_dir, workers=1)

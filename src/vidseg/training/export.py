@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from vidseg.errors import CheckpointError
-from vidseg.training.checkpoint import load_checkpoint, save_checkpoint
+from vidseg.io.checkpoint import load_checkpoint, save_checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -43,4 +43,4 @@ def export_checkpoint(src: str | Path, dst: str | Path, dtype: str = "float16") 
         weights[name] = tensor
     model = ckpt.config.model
     config = replace(ckpt.config, model=replace(model, backbone=replace(model.backbone, pretrained=False)))
-    return save_checkpoint(dst, weights, config, ckpt.stage, ckpt.iteration)
+    return save_checkpoint(dst, weights, config, ckpt.stage, ckpt.iteration, classes=ckpt.classes)

@@ -30,8 +30,10 @@ frames are simply independent images.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,9 +45,9 @@ from vidseg.losses.criterion import SetCriterion
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets, FrameTargets
 from vidseg.models.local2global import L2GFrameOutput
-from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model
+from vidseg.models.model import VideoSegmentationModel
 from vidseg.models.outputs import LayerPrediction
-from vidseg.models.video import VideoFrameOutput
+from vidseg.models.video import ClipForward, VideoFrameOutput
 from vidseg.training.engine import StepOutput
 from vidseg.training.reduced_supervision import supervised_frames
 from vidseg.training.stages import (
@@ -57,7 +59,7 @@ from vidseg.training.stages import (
     load_previous_stage,
     load_reinit_class_heads,
     padded_input,
-    unwrap,
+    stage_model,
 )
 
 __all__ = ["L2GStage", "L2GSupervision", "appeared_targets"]
@@ -124,15 +126,15 @@ class L2GStage:
         criterion: sigmoid focal + BCE + dice with deep supervision, and the matcher.
         config: the experiment config.
         image_pretraining: 1-frame clips from the learnable global queries, segmenter frozen.
-        iteration: set by the trainer before every step.
     """
+
+    name: ClassVar[str] = "l2g"
+    requires_init: ClassVar[str | None] = None
 
     model: VideoSegmentationModel
     criterion: SetCriterion
     config: ExperimentConfig
     image_pretraining: bool = False
-    name: str = "l2g"
-    iteration: int = 0
 
     @classmethod
     def from_config(
@@ -163,7 +165,7 @@ class L2GStage:
             raise ConfigError("mvc.enabled: masked video consistency is not implemented for the l2g stage")
         if image_pretraining is None:
             image_pretraining = config.model.l2g.image_pretraining
-        model = build_model(config.model)
+        model = stage_model(config, cls.name)
         if init is not None:
             ckpt = load_previous_stage(config, init, ("segmenter", "l2g"), same_classes=False)
             target = model.segmenter if ckpt.stage == "segmenter" else model
@@ -186,9 +188,9 @@ class L2GStage:
 
     # ------------------------------------------------------------------------------------------------------
 
-    def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
-        """`model` is `self.model` or its DDP wrapper."""
-        segmenter = unwrap(model).segmenter
+    def loss(self, model: nn.Module, batch: ClipBatch, iteration: int) -> StepOutput:
+        """`model` is `self.model` or its DDP wrapper; the loss does not depend on `iteration`."""
+        segmenter = self.model.segmenter
         t = batch.frames.shape[1]
         pixels = segmenter.normalize(padded_input(batch, segmenter.pixel_mean))
         if self.image_pretraining:
@@ -206,7 +208,7 @@ class L2GStage:
         terms["supervised_frames"] = float(len(plan.frames))
         return StepOutput(total, terms)
 
-    def supervision(self, frames: list[VideoFrameOutput], clips: list[ClipTargets]) -> L2GSupervision:
+    def supervision(self, frames: Sequence[VideoFrameOutput], clips: list[ClipTargets]) -> L2GSupervision:
         """Match every clip at first appearance and collect the supervised frames' predictions and targets.
 
         Args:

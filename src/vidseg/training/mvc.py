@@ -11,8 +11,8 @@ is an `nn.Module`, so a model trained with MVC has exactly the parameters of one
   to every frame (tube masking).
 * Eq. 4: (1/T) Σ_t (1/N) Σ_k [I_k L_k + (1 - I_k) λ L^M_k] with I_k ~ Bernoulli: unit k contributes its
   clean loss or λ times its masked loss. With one forward pass on a batch where the units with I_k = 0 were
-  masked, this is the ordinary loss with per-unit weights 1 or λ (`mvc_sample_weights`); for λ = 1 it is
-  the plain loss of the mixed batch.
+  masked, this is the ordinary loss with per-unit weights 1 or λ; for λ = 1 it is the plain loss of the
+  mixed batch. The stages compute it with the criterion (`vidseg.training.stages.mvc_frame_loss`).
 
 Interpretation choices (all in `MVCConfig`):
 * `mask_prob`: the paper writes I_{k,τ} = 1 (clean loss) with probability τ but also calls τ "the
@@ -41,10 +41,7 @@ __all__ = [
     "MVCBatch",
     "MVCMasker",
     "apply_patch_mask",
-    "eq4_loss",
     "frame_masks",
-    "mvc_loss",
-    "mvc_sample_weights",
     "patch_grid",
     "patch_mask",
     "sample_indicator",
@@ -227,51 +224,3 @@ class MVCMasker:
             keep = keep.squeeze(1)
             masked = masked if cfg.indicator == "clip" else masked.squeeze(1)
         return MVCBatch(images=first, masked_images=second, keep=keep, masked=masked)
-
-
-def eq4_loss(clean_losses: Tensor, masked_losses: Tensor, clean: Tensor, weight: float) -> Tensor:
-    """Eq. 4 literally: mean over units of I L + (1 - I) λ L^M.
-
-    clean_losses, masked_losses: per-unit losses [N] or [N, T] (the mean over all entries is the
-    (1/T) Σ_t (1/N) Σ_k of Eq. 4); clean: bool, broadcastable, the indicator I (True = clean loss).
-    Entries of the unused branch never reach the result (even if NaN).
-    """
-    return torch.where(clean, clean_losses, weight * masked_losses).mean()
-
-
-def mvc_sample_weights(masked: Tensor, weight: float) -> Tensor:
-    """Per-unit loss weights for one forward pass on `MVCBatch.images`: λ where masked, 1 elsewhere.
-
-    Multiplying the per-unit losses of that pass by these weights and averaging gives Eq. 4 exactly.
-    """
-    return torch.where(masked, torch.full((), weight), torch.ones(())).to(masked.device)
-
-
-def mvc_loss(
-    losses: Tensor,
-    masked: Tensor,
-    *,
-    weight: float,
-    variant: str = "bernoulli",
-    masked_losses: Tensor | None = None,
-) -> Tensor:
-    """Combine MVC losses into the training objective.
-
-    Args:
-        losses: "bernoulli": per-unit losses [N] / [N, T] of the single pass on `MVCBatch.images`
-            (unit k saw masked input iff masked[k]); "both": per-unit (or scalar) clean losses.
-        masked: `MVCBatch.masked`.
-        weight: λ.
-        variant: "bernoulli" -> Eq. 4 = mean(where(masked, λ L, L)); "both" -> mean(L) + λ mean(L^M).
-        masked_losses: "both" only: the losses of the second, masked pass.
-    """
-    if variant == "bernoulli":
-        w = mvc_sample_weights(masked, weight).to(losses.dtype)
-        # A per-clip indicator [N] weighs all T frames of its clip when the losses are per frame [N, T].
-        w = w.view(w.shape + (1,) * (losses.dim() - w.dim()))
-        return (losses * w).mean()
-    if variant == "both":
-        if masked_losses is None:
-            raise ValueError("variant 'both' needs the losses of the masked forward pass")
-        return losses.mean() + weight * masked_losses.mean()
-    raise ValueError(f"unknown MVC variant {variant!r}; expected 'bernoulli' or 'both'")

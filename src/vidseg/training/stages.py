@@ -20,19 +20,22 @@ For the first `loss.guided_matching` fraction of the iterations the video stages
 previous stage's predictions in track order (DVIS++ "guided matching"), which gives the new module a stable
 assignment to learn before its own predictions mean anything; every layer then uses that matching. After
 it, each auxiliary layer is matched on its own predictions, as upstream's criterion does when no matcher
-output is given (criterion.py:241-249).
+output is given (criterion.py:241-249). `stage_matchings` is that rule, for both stages.
 
 Every stage's model is the `VideoSegmentationModel` that `vidseg.models.model.load_model` restores from the
-checkpoints it writes (the segmenter stage writes the bare segmenter). Video stages start from the previous
-stage's checkpoint (`init`); a checkpoint of another stage is a `CheckpointError`.
+checkpoints it writes (the segmenter stage writes the bare segmenter): the method `METHOD_OF_STAGE` names.
+Every stage follows the `vidseg.training.registry.Stage` contract and is listed there. Video stages start
+from the previous stage's checkpoint (`init`); a checkpoint of another stage is a `CheckpointError`.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +43,7 @@ from torch import Tensor, nn
 from vidseg.config import ExperimentConfig, LossConfig, to_dict
 from vidseg.data.clips import ClipBatch, FrameTarget
 from vidseg.errors import CheckpointError
+from vidseg.io.checkpoint import Checkpoint, load_checkpoint, load_weights
 from vidseg.losses.contrastive import (
     ClassMemory,
     ReidLosses,
@@ -52,18 +56,18 @@ from vidseg.losses.criterion import SetCriterion
 from vidseg.losses.matcher import Matching
 from vidseg.losses.targets import ClipTargets, FrameTargets
 from vidseg.models.association import reorder
-from vidseg.models.model import ClipForward, VideoSegmentationModel, build_model, load_weights
+from vidseg.models.methods import METHOD_OF_STAGE
+from vidseg.models.model import VideoSegmentationModel, build_model
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import LayerPrediction
+from vidseg.models.refiner import ClipPrediction
 from vidseg.models.segmenter import Segmenter, build_segmenter
-from vidseg.training.checkpoint import Checkpoint, load_checkpoint, load_weights_skipping
+from vidseg.models.video import ClipForward, VideoFrameOutput
+from vidseg.training.checkpoint import load_weights_skipping
 from vidseg.training.engine import StepOutput
 from vidseg.training.mvc import MVCMasker
 
 logger = logging.getLogger(__name__)
-
-TASK_OF_INFERENCE = {"vis": "instance", "vps": "panoptic", "vss": "semantic",
-                     "instance": "instance", "panoptic": "panoptic", "semantic": "semantic"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,11 +109,6 @@ def mvc_input(pixels: Tensor, masker: MVCMasker, clip_length: int) -> tuple[Tens
     per_frame = masked[:, None].expand(-1, clip_length) if masked.dim() == 1 else masked
     second = None if out.masked_images is None else out.masked_images.flatten(0, 1)
     return out.images.flatten(0, 1), per_frame.flatten(), second
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -185,11 +184,12 @@ def mvc_frame_loss(
 class SegmenterStage:
     """Mask2Former trained per frame with Hungarian matching and deep supervision (+ MVC-1)."""
 
+    name: ClassVar[str] = "segmenter"
+    requires_init: ClassVar[str | None] = None
+
     model: Segmenter
     criterion: SetCriterion
     config: ExperimentConfig
-    name: str = "segmenter"
-    iteration: int = 0
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> SegmenterStage:
@@ -202,8 +202,8 @@ class SegmenterStage:
             load_init_weights(model, ckpt, config)
         return cls(model, build_criterion(config), config)
 
-    def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
-        """`model` is `self.model` or its DDP wrapper."""
+    def loss(self, model: nn.Module, batch: ClipBatch, iteration: int) -> StepOutput:
+        """`model` is `self.model` or its DDP wrapper; the loss does not depend on `iteration`."""
         mvc = self.config.mvc
         images = padded_input(batch, self.model.pixel_mean)
         targets = [frame_targets(f) for clip in batch.targets for f in clip]
@@ -238,7 +238,7 @@ class SegmenterStage:
             frames = preds.targets[b * t : (b + 1) * t]
             if any(f.instance_ids is None for f in frames):
                 continue  # image data: no identities to contrast
-            ids = [f.instance_ids for f in frames]
+            ids = [f.instance_ids for f in frames if f.instance_ids is not None]
             items += segmenter_contrastive_items(per_clip[b], matchings[b * t : (b + 1) * t], ids)
         return mean_items(items, embeddings)
 
@@ -331,28 +331,68 @@ def _submodule_state(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Te
     return {k[len(prefix) + 1 :]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}
 
 
-def _video_model(config: ExperimentConfig, method: str) -> VideoSegmentationModel:
-    return build_model(replace(config.model, method=method))
+def stage_model(config: ExperimentConfig, stage: str) -> VideoSegmentationModel:
+    """A fresh model of the method `stage` produces (`METHOD_OF_STAGE`: what its checkpoints load as)."""
+    return build_model(replace(config.model, method=METHOD_OF_STAGE[stage]))
 
 
 def build_criterion(config: ExperimentConfig) -> SetCriterion:
     return SetCriterion.from_config(config.loss, config.model.num_classes, config.model.classification)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Matching of clips (guided matching)
+
+MatchFn = Callable[[Tensor, Tensor, ClipTargets], Matching]
+"""(class logits, mask logits, clip targets) -> matching: `HungarianMatcher.match_first_appearance` or
+`match_clip`."""
+
+
+def match_each_clip(match: MatchFn, pred: LayerPrediction, clips: list[ClipTargets]) -> list[Matching]:
+    """One matching per clip of a prediction set laid out clip-first (class_logits [B, ...], mask_logits
+    [B, ...]), on its detached predictions."""
+    return [match(pred.class_logits[b].detach(), pred.mask_logits[b].detach(), c) for b, c in enumerate(clips)]
+
+
+def stage_matchings(
+    match: MatchFn,
+    clips: list[ClipTargets],
+    final: LayerPrediction,
+    aux: Sequence[LayerPrediction],
+    guide: LayerPrediction | None,
+) -> tuple[list[Matching], list[list[Matching]] | None]:
+    """The matchings of a video stage's prediction sets (see the module docstring), all laid out clip-first.
+
+    Args:
+        final, aux: the stage's last-layer and auxiliary predictions.
+        guide: during guided matching, the frozen previous stage's predictions in track order; else None.
+
+    Returns:
+        (B matchings for the last layer, per auxiliary set B matchings -- or None when every set uses the
+        first, i.e. while guided). Clips are matched in order, the last layer before the auxiliary sets.
+    """
+    if guide is not None:
+        # The previous stage is frozen: its predictions carry no gradient to detach.
+        return [match(guide.class_logits[b], guide.mask_logits[b], c) for b, c in enumerate(clips)], None
+    return match_each_clip(match, final, clips), [match_each_clip(match, a, clips) for a in aux]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DVIS++ video stages
+
+
 @dataclass
 class VideoStage:
-    """Shared machinery of the tracker and refiner stages (see the module docstring)."""
+    """Shared machinery of the video stages on clips (see the module docstring)."""
 
     model: VideoSegmentationModel
     criterion: SetCriterion
     config: ExperimentConfig
-    name: str
-    iteration: int = 0
     oma: ObjectMaskedAttention | None = field(default=None)
 
-    @property
-    def guided(self) -> bool:
-        return self.iteration < self.config.loss.guided_matching * self.config.optim.max_iters
+    def guided(self, iteration: int) -> bool:
+        """Whether `iteration` falls in the guided-matching fraction of the training."""
+        return iteration < self.config.loss.guided_matching * self.config.optim.max_iters
 
     def _inputs(self, batch: ClipBatch) -> tuple[Tensor, Tensor | None]:
         """Normalised clips [B, T, 3, H, W] (MVC-masked when enabled) and per-frame masked flags [B·T]."""
@@ -375,58 +415,70 @@ class VideoStage:
         return StepOutput(total, terms)
 
 
-def _stack_frames(preds: list[LayerPrediction]) -> LayerPrediction:
-    """T predictions over B clips -> one over B·T frames (clip-major)."""
+def _stack_time(preds: Sequence[LayerPrediction]) -> LayerPrediction:
+    """T predictions over B clips -> one laid out clip-first, [B, T, ...]."""
     return LayerPrediction(
-        torch.stack([p.class_logits for p in preds], dim=1).flatten(0, 1),
-        torch.stack([p.mask_logits for p in preds], dim=1).flatten(0, 1),
+        torch.stack([p.class_logits for p in preds], dim=1), torch.stack([p.mask_logits for p in preds], dim=1)
     )
 
 
+def _as_frames(pred: LayerPrediction) -> LayerPrediction:
+    """[B, T, ...] -> the B·T frames (clip-major), [B·T, ...]."""
+    return LayerPrediction(pred.class_logits.flatten(0, 1), pred.mask_logits.flatten(0, 1))
+
+
+def _clip_layer(pred: ClipPrediction) -> LayerPrediction:
+    """A refiner layer as a clip-first prediction: class_logits [B, Q, K+1], mask_logits [B, T, Q, h, w]."""
+    if pred.mask_logits is None:
+        raise ValueError("the refiner's training predictions need mask features")
+    return LayerPrediction(pred.class_logits, pred.mask_logits)
+
+
+@dataclass
 class TrackerStage(VideoStage):
     """DVIS++ referring tracker on top of a frozen segmenter."""
+
+    name: ClassVar[str] = "tracker"
+    requires_init: ClassVar[str | None] = "segmenter"
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> TrackerStage:
         """`init`: the `segmenter` checkpoint to track with (required for real training)."""
-        model = _video_model(config, "dvis_online")
+        model = stage_model(config, cls.name)
         if init is not None:
             ckpt = load_previous_stage(config, init, "segmenter")
             load_init_weights(model.segmenter, ckpt, config)
         model.freeze("segmenter")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled and config.oma.tracker else None
-        return cls(model, build_criterion(config), config, "tracker", oma=oma)
+        return cls(model, build_criterion(config), config, oma=oma)
 
-    def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
+    def loss(self, model: nn.Module, batch: ClipBatch, iteration: int) -> StepOutput:
+        """`model` is `self.model` or its DDP wrapper."""
         pixels, masked = self._inputs(batch)
         fwd: ClipForward = model(pixels, oma=self.oma)
-        t = len(fwd.frames)
+        frames = fwd.frames
+        t = len(frames)
         clips = [clip_targets(c) for c in batch.targets]
-        matcher = self.criterion.matcher
-        matchings = []
-        for b, clip in enumerate(clips):
-            if self.guided:
-                # The segmenter's predictions in the tracker's slot order.
-                cls_logits = torch.stack([reorder(s.class_logits[b : b + 1], f.indices[b : b + 1])[0]
-                                          for s, f in zip(fwd.segmenter, fwd.frames)])
-                masks = torch.stack([reorder(s.mask_logits[b : b + 1], f.indices[b : b + 1])[0]
-                                     for s, f in zip(fwd.segmenter, fwd.frames)])
-            else:
-                cls_logits = torch.stack([f.class_logits[b] for f in fwd.frames]).detach()
-                masks = torch.stack([f.mask_logits[b] for f in fwd.frames]).detach()
-            matchings.append(matcher.match_first_appearance(cls_logits, masks, clip))
-        num_aux = len(fwd.frames[0].aux)
-        aux = [_stack_frames([f.aux[j] for f in fwd.frames]) for j in range(num_aux)]
+        own = _stack_time([LayerPrediction(f.class_logits, f.mask_logits) for f in frames])  # [B, T, ...]
+        aux = [_stack_time([f.aux[j] for f in frames]) for j in range(len(frames[0].aux))]
+        guide = None
+        if self.guided(iteration):
+            # The segmenter's predictions in the tracker's slot order.
+            guide = _stack_time([LayerPrediction(reorder(s.class_logits, f.indices), reorder(s.mask_logits, f.indices))
+                                 for s, f in zip(fwd.segmenter, frames)])
+        match = self.criterion.matcher.match_first_appearance
+        matchings, aux_matchings = stage_matchings(match, clips, own, aux, guide)
         preds = FramePredictions(
-            final=_stack_frames([LayerPrediction(f.class_logits, f.mask_logits) for f in fwd.frames]),
-            aux=aux,
+            final=_as_frames(own),
+            aux=[_as_frames(a) for a in aux],
             targets=[clip.frame(i) for clip in clips for i in range(t)],
             matching=[m for m in matchings for _ in range(t)],
-            aux_matching=None if self.guided else self._aux_matchings(aux, clips, t),
+            aux_matching=None if aux_matchings is None else [[m for m in ms for _ in range(t)]
+                                                             for ms in aux_matchings],
         )
         step = self._loss(preds, masked, {})
         if self.use_cl:
-            refs = torch.stack([f.references for f in fwd.frames], dim=1)  # [B, T, Q, C]
+            refs = torch.stack([_references(f) for f in frames], dim=1)  # [B, T, Q, C]
             items = []
             for b, m in enumerate(matchings):
                 items += tracker_contrastive_items(refs[b], [m] * t)
@@ -440,17 +492,11 @@ class TrackerStage(VideoStage):
         m = self.config.model
         return m.tracker.use_cl and m.refiner.use_cl and self.config.loss.contrastive_weight > 0
 
-    def _aux_matchings(self, aux: list[LayerPrediction], clips: list[ClipTargets], t: int) -> list[list[Matching]]:
-        """Per auxiliary layer [B·T, ...], the first-appearance matching of each clip on that layer's own
-        predictions, repeated over the clip's frames."""
-        matcher = self.criterion.matcher
-        out = []
-        for pred in aux:
-            cls_logits = pred.class_logits.detach().unflatten(0, (-1, t))
-            masks = pred.mask_logits.detach().unflatten(0, (-1, t))
-            per_clip = [matcher.match_first_appearance(cls_logits[b], masks[b], c) for b, c in enumerate(clips)]
-            out.append([m for m in per_clip for _ in range(t)])
-        return out
+
+def _references(frame: VideoFrameOutput) -> Tensor:
+    if frame.references is None:
+        raise ValueError("the tracker's contrastive loss needs the frames' references (a DVIS++ tracker)")
+    return frame.references
 
 
 @dataclass
@@ -458,44 +504,42 @@ class RefinerStage(VideoStage):
     """DVIS++ temporal refiner on top of a frozen segmenter and tracker; `memory` holds earlier clips'
     embeddings per class for the contrastive loss (per process, not saved in checkpoints, as upstream)."""
 
+    name: ClassVar[str] = "refiner"
+    requires_init: ClassVar[str | None] = "tracker"
+
     memory: ClassMemory = field(default_factory=ClassMemory)
 
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> RefinerStage:
         """`init`: the `tracker` checkpoint whose segmenter and tracker are refined."""
-        model = _video_model(config, "dvis_offline")
+        model = stage_model(config, cls.name)
         if init is not None:
             ckpt = load_previous_stage(config, init, "tracker")
             load_weights(model.segmenter, _submodule_state(ckpt.state_dict, "segmenter"), ckpt.path)
-            load_weights(model.video.online, _submodule_state(ckpt.state_dict, "video"), ckpt.path)
+            load_weights(model.get_submodule("video.online"), _submodule_state(ckpt.state_dict, "video"), ckpt.path)
         model.freeze("segmenter", "video.online")
         oma = ObjectMaskedAttention(config.oma) if config.oma.enabled else None
-        return cls(model, build_criterion(config), config, "refiner", oma=oma, memory=ClassMemory())
+        return cls(model, build_criterion(config), config, oma=oma, memory=ClassMemory())
 
-    def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
+    def loss(self, model: nn.Module, batch: ClipBatch, iteration: int) -> StepOutput:
+        """`model` is `self.model` or its DDP wrapper."""
         pixels, masked = self._inputs(batch)
         fwd: ClipForward = model(pixels, oma=self.oma)
         clip_out = fwd.clip
+        if clip_out is None:
+            raise ValueError("the refiner stage needs a model that refines clips (dvis_offline)")
         t = len(fwd.frames)
         clips = [clip_targets(c) for c in batch.targets]
-        matcher = self.criterion.matcher
-        matchings = []
-        for b, clip in enumerate(clips):
-            if self.guided:
-                cls_logits = torch.stack([f.class_logits[b] for f in fwd.frames])  # averaged over T by match_clip
-                masks = torch.stack([f.mask_logits[b] for f in fwd.frames])
-            else:
-                cls_logits = clip_out.class_logits[b].detach()
-                masks = clip_out.mask_logits[b].detach()
-            matchings.append(matcher.match_clip(cls_logits, masks, clip))
-
-        aux_matching = None
-        if not self.guided:
-            aux_matching = [[matcher.match_clip(a.class_logits[b].detach(), a.mask_logits[b].detach(), clip)
-                             for b, clip in enumerate(clips)] for a in clip_out.aux]
+        final = _clip_layer(ClipPrediction(clip_out.class_logits, clip_out.mask_logits))
+        aux = [_clip_layer(a) for a in clip_out.aux]
+        # The tracker's per-frame predictions; `match_clip` averages their classes over T.
+        guide = None
+        if self.guided(iteration):
+            guide = _stack_time([LayerPrediction(f.class_logits, f.mask_logits) for f in fwd.frames])
+        matchings, aux_matching = stage_matchings(self.criterion.matcher.match_clip, clips, final, aux, guide)
         preds = FramePredictions(
-            final=volume_prediction(clip_out.class_logits, clip_out.mask_logits),
-            aux=[volume_prediction(a.class_logits, a.mask_logits) for a in clip_out.aux],
+            final=volume_prediction(final.class_logits, final.mask_logits),
+            aux=[volume_prediction(a.class_logits, a.mask_logits) for a in aux],
             targets=[volume_targets(clip) for clip in clips],
             matching=matchings,
             aux_matching=aux_matching,
@@ -505,7 +549,8 @@ class RefinerStage(VideoStage):
         criterion = volume_criterion(self.criterion, t)
         total, terms = mvc_frame_loss(criterion, preds, clip_masked, self.config.mvc.weight)
         if self.config.model.refiner.use_cl and self.config.loss.contrastive_weight > 0:
-            embeds = unwrap(model).video.refiner.decoder_norm(clip_out.embeddings)  # [B, T, Q, C] pred_embds
+            norm = self.model.get_submodule("video.refiner.decoder_norm")
+            embeds = norm(clip_out.embeddings)  # [B, T, Q, C] pred_embds
             items = []
             for b, (m, clip) in enumerate(zip(matchings, clips)):
                 items += refiner_contrastive_items(embeds[b], m, clip.class_ids, self.memory)
@@ -531,9 +576,6 @@ def volume_criterion(criterion: SetCriterion, num_frames: int) -> SetCriterion:
     TRAIN_NUM_POINTS · SAMPLING_FRAME_NUM, meta_architecture.py:1176-1211); num_masks then counts instances
     per clip, not per frame."""
     out = copy.copy(criterion)
-    if out.num_points is not None:
+    if criterion.num_points is not None:
         out.num_points = criterion.num_points * num_frames
     return out
-
-
-STAGES = {"segmenter": SegmenterStage, "tracker": TrackerStage, "refiner": RefinerStage}

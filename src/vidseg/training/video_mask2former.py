@@ -23,32 +23,35 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from vidseg.config import ExperimentConfig
 from vidseg.data.clips import ClipBatch
+from vidseg.io.checkpoint import load_checkpoint
 from vidseg.losses.criterion import SetCriterion
-from vidseg.models.model import ClipForward
 from vidseg.models.outputs import LayerPrediction
 from vidseg.models.refiner import ClipPrediction
-from vidseg.training.checkpoint import load_checkpoint
+from vidseg.models.video import ClipForward
 from vidseg.training.engine import StepOutput
 from vidseg.training.stages import (
     FramePredictions,
     VideoStage,
-    _video_model,
     build_criterion,
     clip_targets,
     load_init_weights,
+    match_each_clip,
     mvc_frame_loss,
+    stage_model,
 )
 
 
 def tube_frames(pred: ClipPrediction) -> LayerPrediction:
     """Clip predictions as B·T frames (clip-major): class_logits [B, Q, K+1] repeated per frame, mask tubes
     [B, T, Q, h, w] -> [B·T, Q, h, w]."""
-    assert pred.mask_logits is not None
+    if pred.mask_logits is None:
+        raise ValueError("tube_frames: a clip prediction without masks")
     b, t = pred.mask_logits.shape[:2]
     class_logits = pred.class_logits[:, None].expand(-1, t, -1, -1).flatten(0, 1)
     return LayerPrediction(class_logits, pred.mask_logits.flatten(0, 1))
@@ -66,30 +69,35 @@ def tube_criterion(criterion: SetCriterion, num_frames: int) -> SetCriterion:
 class VideoMask2FormerStage(VideoStage):
     """Video Mask2Former trained on clips (see the module docstring)."""
 
+    name: ClassVar[str] = "video_mask2former"
+    requires_init: ClassVar[str | None] = None
+
     @classmethod
     def from_config(cls, config: ExperimentConfig, init: str | Path | None = None) -> VideoMask2FormerStage:
         """`init`: optional `segmenter` (e.g. a converted COCO Mask2Former) or `video_mask2former` checkpoint."""
-        model = _video_model(config, "video_mask2former")
+        model = stage_model(config, cls.name)
         if init is not None:
             ckpt = load_checkpoint(init, expected_stage=("segmenter", "video_mask2former"))
             prefix = "" if ckpt.stage == "segmenter" else "segmenter"
             load_init_weights(model.segmenter, ckpt, config, prefix=prefix)
-        return cls(model, build_criterion(config), config, "video_mask2former")
+        return cls(model, build_criterion(config), config)
 
-    def loss(self, model: nn.Module, batch: ClipBatch) -> StepOutput:
-        """`model` is `self.model` or its DDP wrapper."""
+    def loss(self, model: nn.Module, batch: ClipBatch, iteration: int) -> StepOutput:
+        """`model` is `self.model` or its DDP wrapper; the loss does not depend on `iteration` (no guided
+        matching: there is no previous stage to follow)."""
         pixels, masked = self._inputs(batch)
         fwd: ClipForward = model(pixels)
-        assert fwd.clip is not None
+        if fwd.clip is None:
+            raise ValueError("the video_mask2former stage needs a model that decodes clips")
         t = pixels.shape[1]
         clips = [clip_targets(c) for c in batch.targets]
-        matcher = self.criterion.matcher
         layers = [*fwd.clip.aux, ClipPrediction(fwd.clip.class_logits, fwd.clip.mask_logits)]
         matchings = []
-        for pred in layers:
-            assert pred.mask_logits is not None
-            per_clip = [matcher.match_clip(pred.class_logits[b].detach(), pred.mask_logits[b].detach(), clip)
-                        for b, clip in enumerate(clips)]
+        for pred in layers:  # every set on its own predictions, the initial queries first
+            if pred.mask_logits is None:
+                raise ValueError("Video Mask2Former predicts mask tubes for every prediction set")
+            per_clip = match_each_clip(self.criterion.matcher.match_clip,
+                                       LayerPrediction(pred.class_logits, pred.mask_logits), clips)
             matchings.append([m for m in per_clip for _ in range(t)])
         preds = FramePredictions(
             final=tube_frames(layers[-1]),

@@ -22,11 +22,12 @@ from vidseg.data.annotations import (
     VideoAnnotation,
     VisDataset,
 )
-from vidseg.data.formats.jsonio import dump_json, load_json, require
 from vidseg.data.formats.panoptic import categories_json, read_segments, segments_json
 from vidseg.data.formats.ytvis import read_categories
-from vidseg.data.segmentation import rle_area, rle_bbox, to_compressed_rle, to_uncompressed_rle
+from vidseg.data.segmentation import rle_bbox, to_compressed_rle, to_uncompressed_rle
 from vidseg.errors import DataFormatError
+from vidseg.io.jsonio import dump_json, load_json_object, require
+from vidseg.structures import rle_area
 
 
 def _read_images(data: dict, path: Path, image_root: Path, check_files: bool, log: ProblemLog) -> dict:
@@ -52,9 +53,7 @@ def read_coco_instances(
     """COCO instances JSON -> `VisDataset` of 1-frame videos (video_id = image id)."""
     path = Path(json_path)
     root = Path(image_root) if image_root is not None else path.parent
-    data = load_json(path)
-    if not isinstance(data, dict):
-        raise DataFormatError(path, "top level must be an object", field="<json>")
+    data = load_json_object(path)
     log = ProblemLog(skip_bad)
     categories = read_categories(data, path)
     cat_ids = {c.id for c in categories}
@@ -128,9 +127,7 @@ def read_coco_panoptic(
     path = Path(json_path)
     image_root = Path(image_root) if image_root is not None else path.parent
     mask_root = Path(mask_root) if mask_root is not None else path.with_suffix("")
-    data = load_json(path)
-    if not isinstance(data, dict):
-        raise DataFormatError(path, "top level must be an object", field="<json>")
+    data = load_json_object(path)
     log = ProblemLog(skip_bad)
     categories = read_categories(data, path)
     cat_ids = {c.id for c in categories}

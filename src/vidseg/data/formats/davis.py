@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.annotations import Category, ProblemLog, VideoAnnotation, VisDataset
+from vidseg.data.annotations import ProblemLog, VideoAnnotation, VisDataset
 from vidseg.data.formats.ytvis import make_track
-from vidseg.data.imageio import davis_palette, image_size, read_label_png, write_jpeg, write_png
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import davis_palette, image_size, read_label_png, write_jpeg, write_png
 from vidseg.structures import encode_rle
+from vidseg.types import Category
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 OBJECT = Category(1, "object")
@@ -98,7 +99,7 @@ def read_davis_sequence(
     object_ids = sorted(set().union(*present))
     tracks = []
     for k, oid in enumerate(object_ids):
-        rles = [encode_rle(m == oid) if oid in ids else None for m, ids in zip(per_frame, present)]
+        rles = [encode_rle(m == oid) if m is not None and oid in ids else None for m, ids in zip(per_frame, present)]
         cat = OBJECT.id if category_of is None else category_of(oid)
         tracks.append(make_track(first_track_id + k, cat, rles))
     files = [f.relative_to(root).as_posix() for f in frames]

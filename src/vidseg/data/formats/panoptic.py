@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vidseg.data.annotations import Category, SegmentInfo
-from vidseg.data.formats.jsonio import require
-from vidseg.data.imageio import write_png
+from vidseg.data.annotations import SegmentInfo
 from vidseg.data.segmentation import mask_bbox
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import write_png
+from vidseg.io.jsonio import require
 from vidseg.structures import panoptic_to_rgb
+from vidseg.types import Category
 
 
 def read_segments(frame: dict, path: Path, where: str, cat_ids: set[int]) -> list[SegmentInfo]:
@@ -39,7 +41,7 @@ def read_segments(frame: dict, path: Path, where: str, cat_ids: set[int]) -> lis
 def segments_json(segments: list[SegmentInfo]) -> list[dict]:
     out = []
     for s in segments:
-        d = {"id": s.id, "category_id": s.category_id, "iscrowd": s.iscrowd, "area": s.area}
+        d: dict[str, Any] = {"id": s.id, "category_id": s.category_id, "iscrowd": s.iscrowd, "area": s.area}
         if s.bbox is not None:
             d["bbox"] = list(s.bbox)
         out.append(d)
@@ -67,9 +69,8 @@ def segments_from_panoptic(
         if sid == 0:
             continue
         m = ids == sid
-        segs.append(
-            SegmentInfo(int(sid), int(category_of[int(sid)]), int(sid in crowd), int(m.sum()), tuple(mask_bbox(m)))
-        )
+        x, y, w, h = mask_bbox(m)
+        segs.append(SegmentInfo(int(sid), int(category_of[int(sid)]), int(sid in crowd), int(m.sum()), (x, y, w, h)))
     return segs
 
 

@@ -18,10 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vidseg.data.annotations import PanopticDataset, PanopticFrame, PanopticVideo, ProblemLog
-from vidseg.data.formats.jsonio import dump_json, load_json, require
 from vidseg.data.formats.panoptic import categories_json, read_segments, segments_json
 from vidseg.data.formats.ytvis import read_categories
 from vidseg.errors import DataFormatError
+from vidseg.io.jsonio import dump_json, load_json_object, require
 
 
 def _read_video(
@@ -83,9 +83,7 @@ def read_vipseg(
     path = Path(json_path)
     image_root = Path(image_root) if image_root is not None else path.parent / "images"
     mask_root = Path(mask_root) if mask_root is not None else path.parent / "panomasksRGB"
-    data = load_json(path)
-    if not isinstance(data, dict):
-        raise DataFormatError(path, "top level must be an object", field="<json>")
+    data = load_json_object(path)
     categories = read_categories(data, path)
     cat_ids = {c.id for c in categories}
     anns = {}

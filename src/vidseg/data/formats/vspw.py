@@ -7,7 +7,8 @@ Layout (official):
     <root>/train.txt, val.txt, test.txt      video names, one per line, each newline-terminated
     <root>/label_num_dic_final.json          {class name: raw label} (optional here)
 
-Training and evaluation use remapped labels (`to_train_ids`): others and void → 255, class c → c - 1.
+Training and evaluation use remapped labels (`vidseg.structures.remap_raw_vspw_labels`): others and void →
+255, class c → c - 1.
 """
 
 from __future__ import annotations
@@ -16,21 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vidseg.data.annotations import Category, ProblemLog, SemanticDataset, SemanticVideo
-from vidseg.data.formats.jsonio import dump_json, load_json, read_lines, write_lines
-from vidseg.data.imageio import image_size, write_jpeg, write_png
+from vidseg.data.annotations import ProblemLog, SemanticDataset, SemanticVideo
 from vidseg.errors import DataFormatError
+from vidseg.io.imageio import image_size, write_jpeg, write_png
+from vidseg.io.jsonio import dump_json, load_json, read_lines, write_lines
+from vidseg.types import Category
 
 LABELS_FILE = "label_num_dic_final.json"
 VOID = 255
-
-
-def to_train_ids(raw: np.ndarray) -> np.ndarray:
-    """Raw VSPW labels [H, W] -> class indices 0..K-1 with 255 for others (0) and void (255)."""
-    raw = raw.astype(np.int64)
-    out = raw - 1
-    out[(raw == 0) | (raw == VOID)] = VOID
-    return out.astype(np.uint8)
 
 
 def read_vspw_categories(root: Path) -> list[Category]:

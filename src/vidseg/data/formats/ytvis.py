@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from vidseg.data.annotations import Category, InstanceTrack, ProblemLog, VideoAnnotation, VisDataset
-from vidseg.data.formats.jsonio import dump_json, load_json, require
-from vidseg.data.segmentation import rle_area, rle_bbox, to_compressed_rle, to_uncompressed_rle
+from vidseg.data.annotations import InstanceTrack, ProblemLog, VideoAnnotation, VisDataset
+from vidseg.data.segmentation import rle_bbox, to_compressed_rle, to_uncompressed_rle
 from vidseg.errors import DataFormatError
+from vidseg.io.jsonio import dump_json, load_json_object, require
+from vidseg.structures import rle_area
+from vidseg.types import Category
 
 OCCLUSION_LEVELS = ("no_occlusion", "slight_occlusion", "severe_occlusion")
 
@@ -97,6 +99,7 @@ def _read_track(a: dict, j: int, path: Path, videos: dict[int, VideoAnnotation],
     video = videos[vid]
     n = len(video)
     segs = _per_frame_list(a, "segmentations", n, path, where, required=True)
+    assert segs is not None  # required: a missing list raised
     rles = [
         None if s is None else to_compressed_rle(s, video.height, video.width, path, f"{where}.segmentations[{t}]")
         for t, s in enumerate(segs)
@@ -138,9 +141,7 @@ def read_ytvis(
     """
     path = Path(json_path)
     root = Path(image_root) if image_root is not None else _default_image_root(path)
-    data = load_json(path)
-    if not isinstance(data, dict):
-        raise DataFormatError(path, "top level must be an object", field="<json>")
+    data = load_json_object(path)
     log = ProblemLog(skip_bad)
     categories = read_categories(data, path)
     cat_ids = {c.id for c in categories}

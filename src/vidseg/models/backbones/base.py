@@ -73,6 +73,11 @@ class FrozenBatchNorm2d(nn.Module):
     Loads BatchNorm2d state dicts directly (`num_batches_tracked` is accepted and dropped).
     """
 
+    weight: Tensor
+    bias: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5):
         super().__init__()
         self.num_features = num_features
@@ -108,6 +113,8 @@ def convert_frozen_batchnorm(module: nn.Module) -> nn.Module:
             frozen.weight.copy_(module.weight.detach())
             frozen.bias.copy_(module.bias.detach())
         if module.track_running_stats:
+            # Set whenever running stats are tracked; the check narrows the Optional buffers.
+            assert module.running_mean is not None and module.running_var is not None
             frozen.running_mean.copy_(module.running_mean)
             frozen.running_var.copy_(module.running_var)
         return frozen
@@ -141,6 +148,7 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
     """
     from vidseg.errors import CheckpointError
 
+    data: object
     try:
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file

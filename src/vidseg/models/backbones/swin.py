@@ -19,6 +19,7 @@ So res_s is [B, C_s, ceil(H/s), ceil(W/s)] with C = embed_dim * (1, 2, 4, 8).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,8 @@ def shift_mask(height: int, width: int, window: int, shift: int, device: torch.d
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias."""
+
+    relative_position_index: Tensor
 
     def __init__(self, dim: int, num_heads: int, window: int):
         super().__init__()
@@ -335,7 +338,7 @@ _HF_QKV = {
 }
 
 
-def swin_from_hf_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+def swin_from_hf_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Convert HuggingFace `SwinModel` / `SwinBackbone` weights to this module's (Microsoft) layout.
 
     Keys may carry any prefix before `embeddings.` / `encoder.` / `hidden_states_norms.` (e.g. `swin.` of
@@ -390,7 +393,8 @@ def swin_from_hf_state_dict(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
             else:
                 raise CheckpointError(f"{key}: unknown HuggingFace Swin parameter")
     for key, parts in qkv.items():
-        if any(p is None for p in parts):
+        found = [p for p in parts if p is not None]
+        if len(found) < len(parts):
             raise CheckpointError(f"{key}: HuggingFace Swin state dict lacks one of q/k/v")
-        out[key] = torch.cat(parts, dim=0)  # type: ignore[arg-type]
+        out[key] = torch.cat(found, dim=0)
     return out

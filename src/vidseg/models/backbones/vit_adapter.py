@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidseg.config import BackboneConfig
+from vidseg.config import BackboneConfig, BackboneName
 from vidseg.errors import CheckpointError
 from vidseg.models.backbones.base import RES_NAMES, RES_STRIDES, Backbone
 from vidseg.models.backbones.vit import LN_EPS, DinoVisionTransformer, build_vit
@@ -308,7 +308,7 @@ def official_backbone_config(official: Mapping[str, Tensor]) -> BackboneConfig:
     """The `BackboneConfig` of DVIS++ `D2VitAdapterDinoV2` tensors (keys without `backbone.`): the ViT size
     from the width of its class token."""
     width = int(official["vit_module.cls_token"].shape[-1])
-    sizes = {384: "vit_adapter_s", 768: "vit_adapter_b", 1024: "vit_adapter_l"}
+    sizes: dict[int, BackboneName] = {384: "vit_adapter_s", 768: "vit_adapter_b", 1024: "vit_adapter_l"}
     if width not in sizes:
         raise CheckpointError(f"backbone.vit_module.cls_token: width {width} is not ViT-S/B/L (384/768/1024)")
-    return BackboneConfig(name=sizes[width])  # type: ignore[arg-type]
+    return BackboneConfig(name=sizes[width])

@@ -1,4 +1,7 @@
-"""JSON loading with errors that name the file, and deterministic JSON writing."""
+"""JSON and list files: loading with errors that name the file and field, deterministic writing.
+
+The dataset readers (`vidseg.data`) and the evaluators (`vidseg.evaluation`) read their JSON through these.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 from vidseg.errors import DataFormatError
 
 
-def load_json(path: Path) -> Any:
+def load_json(path: str | Path) -> Any:
     """Parse a JSON file; `DataFormatError` for a missing, empty, truncated or invalid file."""
     path = Path(path)
     if not path.is_file():
@@ -24,8 +27,16 @@ def load_json(path: Path) -> Any:
         raise DataFormatError(path, f"{what} at line {e.lineno} column {e.colno}: {e.msg}", field="<json>") from e
 
 
-def require(obj: Any, key: str, kind: type | tuple[type, ...], path: Path, where: str) -> Any:
-    """`obj[key]`, checked to exist and have type `kind`; the error names `where.key`."""
+def load_json_object(path: str | Path) -> dict[str, Any]:
+    """`load_json` of a file whose top level must be an object (a dataset's annotation file)."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DataFormatError(path, "top level must be an object", field="<json>")
+    return data
+
+
+def require(obj: Any, key: str, kind: type | tuple[type, ...], path: str | Path, where: str) -> Any:
+    """`obj[key]`, checked to exist and have type `kind` (`object`: any); the error names `where.key`."""
     if not isinstance(obj, dict):
         raise DataFormatError(path, f"expected an object, got {type(obj).__name__}", field=where)
     if key not in obj:

@@ -1,7 +1,9 @@
 """Reading and writing frames and label PNGs with checks that name the file.
 
 Every reader returns numpy arrays and raises `DataFormatError` (file + field) when the file is missing,
-cannot be decoded or has an unexpected size. Writers are deterministic: the same array gives the same bytes.
+cannot be decoded or has an unexpected size. Label and panoptic PNGs are read as the official evaluation
+scripts read them (`np.array(Image.open(path))`), so the dataset readers and the evaluators see the same
+values. Writers are deterministic: the same array gives the same bytes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from vidseg.errors import DataFormatError
+from vidseg.structures import rgb_to_panoptic
 
 JPEG_QUALITY = 92
 
@@ -34,8 +37,9 @@ def _check_size(path: Path, size_hw: tuple[int, int], expected: tuple[int, int] 
         )
 
 
-def image_size(path: Path, field: str | None = None) -> tuple[int, int]:
+def image_size(path: str | Path, field: str | None = None) -> tuple[int, int]:
     """(H, W) read from the header only."""
+    path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found", field=field)
     try:
@@ -46,7 +50,7 @@ def image_size(path: Path, field: str | None = None) -> tuple[int, int]:
     return h, w
 
 
-def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None, field: str | None = None) -> np.ndarray:
+def read_rgb(path: str | Path, expected_hw: tuple[int, int] | None = None, field: str | None = None) -> np.ndarray:
     """[H, W, 3] uint8 RGB."""
     im = _open(Path(path), field)
     arr = np.asarray(im.convert("RGB"))
@@ -54,23 +58,38 @@ def read_rgb(path: Path, expected_hw: tuple[int, int] | None = None, field: str 
     return arr
 
 
-def read_label_png(
-    path: Path, expected_hw: tuple[int, int] | None = None, field: str | None = None
-) -> np.ndarray:
-    """[H, W] integer labels of a single-channel PNG: palette indices for mode P, values for L/I.
+def read_png(path: str | Path, field: str | None = None) -> np.ndarray:
+    """Pixel array of an image exactly as `np.array(Image.open(path))` gives it ([H, W] or [H, W, C])."""
+    return np.array(_open(Path(path), field))
 
-    RGB label PNGs are rejected: they belong to panoptic data (`read_rgb` + `rgb_to_panoptic`).
+
+def read_label_png(
+    path: str | Path, expected_hw: tuple[int, int] | None = None, field: str | None = None
+) -> np.ndarray:
+    """[H, W] label values of a single-channel PNG: palette indices for mode P, the values for L/I
+    (`np.array` of the image; a 1-bit PNG gives uint8 0/1).
+
+    Multi-channel PNGs are refused: they belong to panoptic data (`read_id_png`, `read_rgb` + `rgb_to_panoptic`).
     """
     path = Path(path)
     im = _open(path, field)
-    if im.mode in ("P", "L", "1"):
-        arr = np.asarray(im if im.mode != "1" else im.convert("L"))
-    elif im.mode in ("I", "I;16", "I;16B"):
-        arr = np.asarray(im).astype(np.int32)
-    else:
-        raise DataFormatError(path, f"label PNG must be single-channel (mode P/L), got mode {im.mode}", field=field)
+    arr = np.array(im)
+    if arr.ndim != 2:
+        raise DataFormatError(path, f"label PNG must be single-channel (mode P/L), got mode {im.mode}, shape "
+                              f"{arr.shape}", field=field)
+    if arr.dtype == bool:  # mode "1": bool arithmetic (+ is or) would corrupt label maths downstream
+        arr = arr.astype(np.uint8)
     _check_size(path, arr.shape[:2], expected_hw, field)
     return arr
+
+
+def read_id_png(path: str | Path, field: str | None = None) -> np.ndarray:
+    """RGB(A) panoptic PNG -> [H, W] uint32 ids `R + 256 G + 256^2 B` (COCO panoptic / VIPSeg), as the
+    official evaluators read it: other modes are refused, not converted."""
+    arr = read_png(path, field)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise DataFormatError(path, f"expected an RGB panoptic PNG, got shape {arr.shape}", field=field)
+    return rgb_to_panoptic(arr[..., :3]).astype(np.uint32)
 
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
