@@ -98,6 +98,21 @@ def test_e_clip_decoder_matches_official(model_e) -> None:
            MASK_F16_TOL, "mask tubes (float16 copy, all queries)")
 
 
+def test_e_clip_decoder_matches_official_in_float64(model_e) -> None:
+    """The issue's bound, 1e-4 on every prediction's class and mask logits: our run in float64 carries no
+    rounding of its own, so what is left is the golden's float32 noise (mask logits 6.9e-5 - 9.5e-5 measured).
+    In float32 the two noises add up to 1.4e-4 (the test above, at the fixture README's 5e-4)."""
+    ckpt, inputs, out = model_e
+    model = load_model(ckpt).model.double()
+    seg, video = model.segmenter, model.video
+    with torch.no_grad():
+        preds = video.decode(seg, video.encode(seg, inputs["frames.pixels"].double()[None])).predictions
+    _close(torch.stack([p.class_logits[0] for p in preds]), out["segmenter.class_logits.layers"], LOGIT_TOL,
+           "class logits, all predictions (float64)")
+    _close(torch.stack([p.mask_logits[0, ::50] for p in preds]), out["segmenter.mask_logits.layers.q_step50"],
+           LOGIT_TOL, "mask tubes, all predictions (float64, queries 0 and 50)")
+
+
 def test_e_vis_result_matches_official(model_e) -> None:
     ckpt, inputs, out = model_e
     results = _predict(ckpt, inputs["frames.rgb_uint8"], "vis")
