@@ -19,16 +19,13 @@ of its frames. Each chain trains 2 iterations per stage at 64-96 px:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ddp import free_port
+from ddp import torchrun_vidseg
 from test_data_mixing import write_vis_and_coco
 
 from vidseg.config import load_preset_or_file, to_dict
@@ -111,23 +108,14 @@ def in_process(preset: str, stage: str, out: Path, overrides: list[str], init: P
     return "\n".join(handler.lines)
 
 
-def _torchrun_command() -> list[str]:
-    script = Path(sys.executable).with_name("torchrun")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "torch.distributed.run"]
-
-
 def under_torchrun(preset: str, stage: str, out: Path, overrides: list[str], init: Path | None) -> str:
     """`torchrun --nproc_per_node 2 -m vidseg.cli train ...`: two ranks (gloo), batch 2 (a clip per rank)."""
-    command = [*_torchrun_command(), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "vidseg.cli", "train", preset, "--stage", stage,
-               "--out", str(out), "--device", "cpu", "--checkpoint-every", "100"]
+    args = ["train", preset, "--stage", stage, "--out", str(out), "--device", "cpu", "--checkpoint-every", "100"]
     if init is not None:
-        command += ["--init", str(init)]
+        args += ["--init", str(init)]
     for o in COMMON + overrides + ["optim.batch_size=2"]:
-        command += ["--set", o]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=1800,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr[-8000:]}"
+        args += ["--set", o]
+    proc = torchrun_vidseg(args)
     # Each rank prints its summary (unbuffered, `python -u`: the two lines may run into each other); only rank 0
     # writes, and names, the checkpoint.
     done = re.findall(r"(?:finished|interrupted) iteration \d+; checkpoint: (?:None|/\S*?ckpt_\d{7})", proc.stdout)

@@ -9,8 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
-from ddp import free_port, set_rank_env
+from ddp import torchrun_vidseg
 from parity import fixture, official_state_dict, tensors
 from test_official_parity import LOGIT_TOL, MASK_TOL, _check_vis, _close, _predict, _write_pkl
 
@@ -25,7 +24,6 @@ from vidseg.models.model import load_model
 from vidseg.models.position import sine_position_embedding_2d, sine_position_embedding_3d
 from vidseg.models.video_mask2former import window_bounds
 from vidseg.published import convert_weights
-from vidseg.training.run import train
 from vidseg.training.video_mask2former import VideoMask2FormerStage
 
 FOLDER = "video_m2f_r50_ytvis19"
@@ -202,18 +200,12 @@ def test_training_stage_loss_decreases(synth) -> None:
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
-def _ddp_worker(rank, world, port, root, out_dir):
-    set_rank_env(rank, world, port)
-    roots = [f"data.train_root={root}", f"data.val_root={root}", "optim.max_iters=2"]
-    train("mask2former/synthetic_tiny", "video_mask2former", out_dir, overrides=TINY + roots, device="cpu",
-          checkpoint_every=100)
-    torch.distributed.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_training_stage_under_two_process_ddp(synth, tmp_path) -> None:
+def test_training_stage_under_torchrun(synth, tmp_path) -> None:
     out = tmp_path / "run"
-    mp.spawn(_ddp_worker, args=(2, free_port(), synth, out), nprocs=2, join=True)
+    overrides = TINY + [f"data.train_root={synth}", f"data.val_root={synth}", "optim.max_iters=2"]
+    torchrun_vidseg(["train", "mask2former/synthetic_tiny", "--stage", "video_mask2former", "--out", str(out),
+                     "--device", "cpu", "--checkpoint-every", "100", *[a for o in overrides for a in ("--set", o)]])
     logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r for r in logs if "loss" in r]
     assert load_model(sorted(out.glob("ckpt_*"))[-1]).stage == "video_mask2former"
