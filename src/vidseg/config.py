@@ -333,8 +333,10 @@ class InferenceConfig:
         _fraction(self, "object_mask_threshold", "overlap_threshold")
         _at_least(self, 1, "test_topk", "min_size", "max_size", "clip_max_frames")
     # Offline: videos of at most this many frames are refined in one pass, as the official code does;
-    # longer ones in overlapping windows of `window` frames (an approximation, see VideoPredictor).
-    refine_max_frames: int = 2000
+    # longer ones in overlapping windows of this many frames (an approximation, see VideoPredictor). The
+    # refiner's memory grows with the window (T x Q x C activations); benchmark videos have at most a few
+    # hundred frames, so 1000 keeps their official one-pass result and bounds the peak on long videos.
+    refine_max_frames: int = 1000
     # Video Mask2Former: videos of at most this many frames are decoded as one clip, as the official code
     # does; longer ones as clips of at most this many frames whose queries are matched from clip to clip
     # (an extension; memory is bounded by the clip: mask features of every frame of it are held).

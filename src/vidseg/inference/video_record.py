@@ -131,15 +131,26 @@ class VideoRecord:
     def _refine(self, refiner: WindowRefiner, start: int, stop: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """Refiner over frames [start, stop): (class logits [Q, K+1], embeddings [1, T, Q, C])."""
         assert self._instance is not None and self._queries is not None
-        instance = torch.stack([self._instance[t] for t in range(start, stop)])[None].to(device)
-        queries = torch.stack([self._queries[t] for t in range(start, stop)])[None].to(device)
-        class_logits, embeddings = refiner.refine_embeddings(instance, queries)
+        class_logits, embeddings = refiner.refine_embeddings(
+            _gather(self._instance, start, stop).to(device), _gather(self._queries, start, stop).to(device)
+        )
         return class_logits[0].float().cpu(), embeddings
 
     def close(self) -> None:
         for spill in (self._masks, self._instance, self._queries, self._features):
             if spill is not None:
                 spill.close()
+
+
+def _gather(spill: SpillFile, start: int, stop: int) -> Tensor:
+    """Frames [start, stop) of a record, [1, T, ...], filled in place (a stack of T read tensors would hold the
+    span twice)."""
+    first = spill[start]
+    out = first.new_empty((1, stop - start, *first.shape))
+    out[0, 0] = first
+    for t in range(start + 1, stop):
+        out[0, t - start] = spill[t]
+    return out
 
 
 def refine_spans(num_frames: int, max_frames: int) -> list[tuple[int, int, int, int]]:
