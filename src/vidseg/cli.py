@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from vidseg import __version__
 from vidseg.errors import VidsegError
-from vidseg.malloc import pin_mmap_threshold
 from vidseg.types import EVAL_TASKS, SUBMISSION_TASK, VIDEO_TASKS
 
 if TYPE_CHECKING:  # the CLI imports its commands' modules lazily, to start fast
@@ -570,7 +569,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0
-    pin_mmap_threshold()  # long videos: freed tensors go back to the system (see vidseg.malloc)
     try:
         return args.handler(args)
     except VidsegError as e:

@@ -55,6 +55,7 @@ from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.video_record import VideoRecord
 from vidseg.io.checkpoint import read_classes
 from vidseg.io.video import VideoInfo, VideoSource, open_video
+from vidseg.malloc import release_free_memory
 from vidseg.models.model import VideoSegmentationModel, load_model
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.outputs import SegmenterOutput
@@ -68,6 +69,8 @@ OnError = Literal["skip", "stop"]
 Source = str | Path | Iterable[np.ndarray] | VideoSource
 
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Frames between heap trims (`vidseg.malloc`): a trim costs about a millisecond.
+TRIM_EVERY = 50
 
 
 # Names `VideoPredictor.from_pretrained` knows besides checkpoint paths.
@@ -317,6 +320,8 @@ class VideoPredictor:
             with self._autocast():
                 step, self._state = self.model.step(images, self._state)
             self.frames_seen += 1
+            if self.frames_seen % TRIM_EVERY == 0:
+                release_free_memory()  # a long video must not pile up freed-but-resident heap pages
             if self._record is not None:
                 self._record.add(step, index, geometry)
             if not provisional:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.spill import SpillFile
+from vidseg.malloc import release_free_memory
 from vidseg.models.model import VideoSegmentationModel
 from vidseg.models.video import ModelStep, WindowRefiner, offline_class_probs
 from vidseg.structures import FrameResult
@@ -134,6 +135,7 @@ class VideoRecord:
         class_logits, embeddings = refiner.refine_embeddings(
             _gather(self._instance, start, stop).to(device), _gather(self._queries, start, stop).to(device)
         )
+        release_free_memory()  # the span's activations are freed; keep their pages from staying resident
         return class_logits[0].float().cpu(), embeddings
 
     def close(self) -> None:
