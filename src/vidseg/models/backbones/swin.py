@@ -92,13 +92,18 @@ class WindowAttention(nn.Module):
     def forward(self, windows: Tensor, mask: Tensor | None) -> Tensor:
         """windows [B, nW, N, C] (N = w*w), mask [nW, N, N] or None -> [B, nW, N, C]."""
         b, nw, n, c = windows.shape
-        qkv = self.qkv(windows).view(b, nw, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each [B, nW, heads, N, hd]
+        qkv = self.qkv(windows).view(b * nw, n, 3, self.num_heads, c // self.num_heads)
+        # 4-D [B*nW, heads, N, hd]: scaled_dot_product_attention's fused CPU kernel takes only 4-D inputs
+        # (5-D ones fall back to its unfused path, ~2x slower here).
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # [heads, N, N]
-        attn_mask = bias if mask is None else bias + mask[:, None]  # [(nW,) heads, N, N]
+        if mask is None:
+            attn_mask = bias[None]
+        else:
+            attn_mask = (bias + mask[:, None]).repeat(b, 1, 1, 1)  # [B*nW, heads, N, N]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.to(q.dtype))
-        return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
+        return self.proj(out.transpose(1, 2).reshape(b, nw, n, c))
 
 
 class Mlp(nn.Module):

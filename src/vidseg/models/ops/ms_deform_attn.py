@@ -60,9 +60,11 @@ def ms_deform_attn(
     for level, (h, w) in enumerate(spatial_shapes):
         # [B, HW, M, D] -> [B*M, D, H, W]
         v = values[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w)
-        # [B, N_q, M, P, 2] -> [B*M, N_q, P, 2]
-        g = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, num_queries, num_points, 2)
+        # [B, N_q, M, P, 2] -> [B*M, 1, N_q*P, 2]: one row of samples, which grid_sample's CPU kernel
+        # vectorises along (a [N_q, P] grid gives it rows of only P points); the samples are the same.
+        g = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, num_queries * num_points, 2)
         sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        sampled = sampled.view(batch * heads, head_dim, num_queries, num_points)
         # [B, N_q, M, P] -> [B*M, 1, N_q, P]; accumulate level by level instead of stacking all L levels.
         a = attention_weights[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, num_queries, num_points)
         contrib = (sampled * a).sum(-1)  # [B*M, D, N_q]
