@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _timing import sync
 
 from vidseg.io.checkpoint import load_weights
 from vidseg.models.convert import convert_hf_state_dict, model_config_from_hf
@@ -45,11 +46,6 @@ def build_pair(backbone: str, num_labels: int, seed: int = 0):
     return hf, model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_pair(
     run_a: Callable[[], object], run_b: Callable[[], object], device: torch.device, iters: int, warmup: int
 ) -> tuple[float, float]:
@@ -60,10 +56,10 @@ def time_pair(
     times_a, times_b = [], []
     for _ in range(iters):
         for run, times in ((run_a, times_a), (run_b, times_b)):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             run()
-            _sync(device)
+            sync(device)
             times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times_a), statistics.median(times_b)
 

@@ -21,29 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from _timing import timed_ms
 
 from vidseg.config import BackboneConfig, ModelConfig
 from vidseg.inference.predictor import strip_for_refiner
 from vidseg.models.model import build_model
 from vidseg.models.video import ModelStep
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
-    _sync(device)
-    t0 = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return (time.perf_counter() - t0) * 1000, out
 
 
 def main() -> None:
@@ -82,12 +68,12 @@ def main() -> None:
         state = model.init_state()
         tracker_state = model.init_state()
         for i in range(args.warmup + args.iters):
-            t_seg, seg = _timed(lambda: model.segmenter(images), device)
+            t_seg, seg = timed_ms(lambda: model.segmenter(images), device)
             # The tracker alone on that segmenter output: its cost without the segmenter's run-to-run noise.
-            t_trk, (_, tracker_state) = _timed(
+            t_trk, (_, tracker_state) = timed_ms(
                 lambda o=seg, s=tracker_state: model.video.online.track(o, s), device
             )
-            t_step, (step, state) = _timed(lambda s=state: model.step(images, s), device)
+            t_step, (step, state) = timed_ms(lambda s=state: model.step(images, s), device)
             if i >= args.warmup:
                 seg_ms.append(t_seg)
                 tracker_ms.append(t_trk)
@@ -98,7 +84,7 @@ def main() -> None:
             steps.append(strip_for_refiner(step))
         window = steps[-args.window:]
         for i in range(args.warmup + args.iters):
-            t_ref, _ = _timed(lambda: model.refine(window, mask_feature_device="cpu"), device)
+            t_ref, _ = timed_ms(lambda: model.refine(window, mask_feature_device="cpu"), device)
             if i >= args.warmup:
                 refine_ms.append(t_ref)
 

@@ -33,15 +33,19 @@ NO_SMOKE_YET = {
 SMOKE = {
     "data_throughput.py": [],
     "eval_speed.py": [],
+    "gpu_pipeline.py": [],
     "l2g_latency.py": [],
     "parity_table.py": [],
     "segment_memory.py": [],
+    "segment_throughput.py": [],
     "segmenter_latency.py": ["--threads", "1"],
     "video_overhead.py": [],
     "vit_latency.py": [],
 }
 SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 s each
-        "segment_memory.py"}  # six `vidseg segment` runs: ~40 s
+        "gpu_pipeline.py",  # on the CPU: a DVIS++ model with 100 queries, ~15 s
+        "segment_memory.py",  # six `vidseg segment` runs: ~40 s
+        "segment_throughput.py"}  # the bundled model on 12 frames, three times: ~15 s
 
 
 def _scripts() -> set[str]:

@@ -225,3 +225,38 @@ def test_min_score_filters_only_the_overlay(ckpts, clip, tmp_path):
         entries[min_score] = json.loads((out / "results.json").read_text())
     assert entries["0"] == entries["1.01"]  # the prediction files keep every result
     assert drawn["1.01"] < 10 < drawn["0"]  # nothing drawn vs. the top-5 masks drawn
+
+
+def test_background_decoding_and_overlay_give_the_same_files(ckpts, clip, tmp_path):
+    from vidseg.inference.predictor import VideoPredictor
+    from vidseg.inference.segment import segment_video
+
+    outs = {}
+    for depth in (0, 3):
+        p = VideoPredictor.from_checkpoint(ckpts["refiner"], task="vps", device="cpu", read_ahead=depth, window=5,
+                                           overlap=1)
+        outs[depth] = tmp_path / f"d{depth}"
+        summary = segment_video(p, clip, outs[depth], progress=False, write_behind=depth)
+        assert summary.frames == FRAMES
+    assert (outs[0] / "pred.json").read_bytes() == (outs[3] / "pred.json").read_bytes()
+    pngs = sorted(p.relative_to(outs[0]) for p in (outs[0] / "pan_pred").rglob("*.png"))
+    assert len(pngs) == FRAMES
+    assert all((outs[0] / p).read_bytes() == (outs[3] / p).read_bytes() for p in pngs)
+    assert _mp4_frames(outs[3] / "overlay.mp4") == FRAMES
+
+
+def test_overlay_error_is_raised_after_the_other_files_are_complete(ckpts, clip, tmp_path, monkeypatch):
+    from vidseg.inference.predictor import VideoPredictor
+    from vidseg.inference.segment import segment_video
+    from vidseg.io.visualize import OverlayWriter
+
+    def fail(self, frame, result):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(OverlayWriter, "write", fail)
+    p = VideoPredictor.from_checkpoint(ckpts["tracker"], task="vis", device="cpu")
+    with pytest.raises(OSError, match="no space"):
+        segment_video(p, clip, tmp_path / "out", progress=False)
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    entries = json.loads((tmp_path / "out/results.json").read_text())
+    assert summary["frames"] >= 1 and all(len(e["segmentations"]) == summary["frames"] for e in entries)

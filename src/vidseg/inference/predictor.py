@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +53,7 @@ from vidseg.errors import CheckpointError, ConfigError, DataFormatError
 from vidseg.inference.clip_record import ClipRecord
 from vidseg.inference.postprocess import FrameGeometry, VideoPostprocessor
 from vidseg.inference.video_record import VideoRecord
+from vidseg.io.background import read_ahead
 from vidseg.io.checkpoint import read_classes
 from vidseg.io.video import VideoInfo, VideoSource, open_video
 from vidseg.malloc import release_free_memory
@@ -152,6 +153,8 @@ class VideoPredictor:
         record: keep each frame's record for `finish()` (the official whole-video results) in a temporary
             file: about Q x (h/4) x (w/4) x 4 bytes per frame (online: mask logits; offline: mask features),
             5.8 MB at 360x640 with 100 queries. False for endless streams that only need `step` results.
+        read_ahead: frames `run`/`stream`/`predict` decode ahead in a background thread, overlapping decoding
+            with the model (0: decode in the calling thread).
 
     One predictor segments one video at a time: `run`/`stream` start a new video themselves, while `step`
     and `push` continue the current one. After `run`, call `reset()` before stepping through another
@@ -172,6 +175,7 @@ class VideoPredictor:
         classes: ClassInfo | None = None,
         score_threshold: float = 0.0,
         record: bool = True,
+        read_ahead: int = 4,
     ):
         task_name = task or config.inference.task
         if task_name not in VIDEO_TASK:
@@ -197,6 +201,7 @@ class VideoPredictor:
         self.window, self.overlap = window, overlap
         self.score_threshold = float(score_threshold)
         self.record = record
+        self.read_ahead = read_ahead
         self.model = model.to(self.device).eval()
         self.config = config
         self.classes = classes or class_info_from_config(config)
@@ -351,7 +356,9 @@ class VideoPredictor:
         with torch.inference_mode():
             inf = self.config.inference
             max_frames = inf.clip_max_frames if self.model.is_clip else inf.refine_max_frames
-            for result in self._record.results(self.model, self.postprocessor, max_frames):
+            for k, result in enumerate(self._record.results(self.model, self.postprocessor, max_frames), 1):
+                if k % TRIM_EVERY == 0:
+                    release_free_memory()
                 yield self._keep_confident([result])[0]
 
     def predict(self, source: Source, *, on_error: OnError = "skip") -> Iterator[FrameResult]:
@@ -366,10 +373,13 @@ class VideoPredictor:
             self.skipped_frames.append(SkippedFrame(index, str(error)))
             _warn_skipped(self.skipped_frames[-1])
 
-        frames = video.indexed(skipped if on_error == "skip" else None)
+        frames = _decoded(video, on_error == "skip", self.read_ahead)
         try:
             for index, frame in frames:
-                self.push(frame, index, provisional=False)
+                if isinstance(frame, DataFormatError):
+                    skipped(index, frame)
+                else:
+                    self.push(frame, index, provisional=False)
         finally:
             frames.close()
         yield from self.finish()
@@ -443,7 +453,7 @@ class VideoPredictor:
             report(record)
 
         waiting: dict[int, np.ndarray] = {}
-        frames = video.indexed(skipped if on_error == "skip" else None)
+        frames = _decoded(video, on_error == "skip", self.read_ahead)
         stop: DataFormatError | None = None
         try:
             while should_stop is None or not should_stop():
@@ -454,6 +464,9 @@ class VideoPredictor:
                 except DataFormatError as e:
                     stop = e
                     break
+                if isinstance(frame, DataFormatError):
+                    skipped(index, frame)
+                    continue
                 if keep_frames:
                     waiting[index] = frame
                 for result in self.push(frame, index):
@@ -527,7 +540,31 @@ class VideoPredictor:
         else:
             keep = 2 * self.overlap
             state.buffer, state.emitted = buffer[len(buffer) - keep:] if keep else [], self.overlap
+        del clip, masks
+        release_free_memory()  # a window's refinement frees tens of MB of heap; keep it from staying resident
         return results
+
+
+def _decoded(
+    video: VideoSource, skip: bool, depth: int
+) -> Generator[tuple[int, np.ndarray | DataFormatError], None, None]:
+    """(index, frame) of `video`, decoded `depth` frames ahead in a background thread. With `skip`, an
+    unreadable frame comes in its place as (index, its error), for the caller to report in order; without,
+    its error is raised and ends the frames."""
+
+    def frames_and_errors() -> Iterator[tuple[int, np.ndarray | DataFormatError]]:
+        errors: list[tuple[int, DataFormatError]] = []
+        frames = video.indexed((lambda index, error: errors.append((index, error))) if skip else None)
+        try:
+            for index, frame in frames:
+                yield from errors
+                errors.clear()
+                yield index, frame
+            yield from errors
+        finally:
+            frames.close()
+
+    return read_ahead(frames_and_errors(), depth)
 
 
 def strip_for_refiner(step: ModelStep) -> ModelStep:

@@ -21,6 +21,7 @@ import numpy as np
 from vidseg.errors import VidsegError
 from vidseg.evaluation.submission import VideoKey, writer_for
 from vidseg.inference.predictor import OnError, SkippedFrame, Source, VideoPredictor
+from vidseg.io.background import WriteBehind
 from vidseg.io.video import VideoSource, open_video
 from vidseg.structures import FrameResult
 
@@ -102,6 +103,7 @@ def segment_video(
     progress: bool = True,
     min_score: float = 0.5,
     log: Callable[[str], None] | None = None,
+    write_behind: int = 4,
 ) -> SegmentSummary:
     """Segment `source` into `out_dir`: `overlay.mp4`, the task's prediction files and `summary.json`.
 
@@ -112,6 +114,9 @@ def segment_video(
     VIS `results.json` (+ `results.zip` for the server; video_id 1), VPS `pan_pred/<video>/*.png` +
     `pred.json`, VSS `<video>/*.png`. Ctrl-C or SIGTERM stops after the current frame; every file is then
     complete for the frames done (the mp4 finalised, the JSON closed) and `summary.json` says so.
+
+    The overlay is drawn and encoded in a background thread, up to `write_behind` frames behind the model
+    (0: in this thread); frames are decoded ahead by the predictor (`VideoPredictor.read_ahead`).
     """
     from tqdm import tqdm
 
@@ -154,14 +159,16 @@ def segment_video(
                 next_index = result.frame_index + 1
 
     overlay = OverlayWriter(out, fps=info.fps, class_names=predictor.classes.names)
+    drawer: WriteBehind[tuple[np.ndarray, FrameResult]] = WriteBehind(lambda x: overlay.write(*x), write_behind)
+    overlay_error: BaseException | None = None
     try:
         with _StopSignal() as stop:
             results = predictor.stream(video, on_error=on_error, on_skip=skipped,
                                        should_stop=lambda: stop.received is not None)
             for frame, result in results:
-                overlay.write(frame, confident(result, min_score))
-                summary.frames += 1
+                summary.frames += 1  # its results are recorded; the overlay follows in the background
                 bar.update(1)
+                drawer.put((frame, confident(result, min_score)))
             write_official()
             summary.interrupted = stop.received is not None
             if stop.received is not None:
@@ -172,7 +179,9 @@ def segment_video(
         summary.error = str(e)
         raise
     finally:
-        # Also on an error or a second Ctrl-C: finalise what was written so far.
+        # Also on an error or a second Ctrl-C: finalise what was written so far. An overlay error is raised
+        # once every other file is complete.
+        overlay_error = drawer.close()
         overlay.close()
         write_official()
         # Unreadable frames after the last result are frames of the video too (VIS: no segmentation there).
@@ -183,6 +192,8 @@ def segment_video(
         summary.fps = round(summary.frames / summary.seconds, 3) if summary.seconds > 0 else 0.0
         summary.outputs = [*(["overlay.mp4"] if overlay.frames_written else []), *writer.outputs, "summary.json"]
         _write_json_atomic(out / "summary.json", summary.to_dict())
+    if overlay_error is not None:
+        raise overlay_error
     return summary
 
 
