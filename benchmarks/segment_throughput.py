@@ -1,8 +1,8 @@
 """Is `vidseg segment` bounded by the model, not by video I/O? Decode, model and overlay encode, timed apart
 and together; prints JSON.
 
-On a synthetic H.264 clip (moving squares on a texture, `--size`, `--frames`) with the bundled model (or
-`--weights`), torch on `--threads` threads, in one process:
+On a synthetic H.264 clip (`segment_memory.write_video`: moving squares on a texture, `--size`, `--frames`)
+with the bundled model (or `--weights`), torch on `--threads` threads, in one process:
 
 * `decode_s`: decoding the clip alone; `encode_s`: drawing and encoding the overlay of every frame alone;
 * `model_s`: the model alone: `VideoPredictor.run` over frames already in memory, then `finish()` (the
@@ -32,28 +32,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
+from segment_memory import write_video
 
 from vidseg.inference.predictor import VideoPredictor
 from vidseg.inference.segment import segment_video
-from vidseg.io.video import VideoWriter, open_video
+from vidseg.io.video import open_video
 from vidseg.io.visualize import OverlayWriter
-
-
-def write_clip(path: Path, frames: int, height: int, width: int) -> None:
-    """A textured background with three squares moving across it, 30 fps."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    background = np.stack([(xx * 3) % 256, (yy * 5) % 256, ((xx + yy) * 2) % 256], -1).astype(np.uint8)
-    side = max(4, height // 5)
-    with VideoWriter(path, fps=30) as writer:
-        for t in range(frames):
-            f = background.copy()
-            for k, color in enumerate([(250, 40, 40), (30, 220, 90), (40, 60, 230)]):
-                x = (t * (3 + 2 * k) + k * width // 3) % max(1, width - side)
-                y = (k + 1) * height // 4 - side // 2
-                f[y : y + side, x : x + side] = color
-            writer.write(f)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -79,7 +64,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vidseg-throughput-"))
     try:
         clip = work / "clip.mp4"
-        write_clip(clip, args.frames, height, width)
+        write_video(clip, args.frames, height, width)
         frames = list(open_video(clip))
 
         def predictor(read_ahead: int) -> VideoPredictor:
