@@ -273,6 +273,9 @@ def test_label_and_panoptic_pngs_read_as_the_official_scripts_do(tmp_path):
     rgb = np.array([[[1, 2, 3], [0, 0, 0]]], np.uint8)
     Image.fromarray(rgb).save(tmp_path / "pan.png")
     assert read_id_png(tmp_path / "pan.png").tolist() == [[1 + 2 * 256 + 3 * 65536, 0]]
+    rgba = np.array([[[1, 2, 3, 200], [255, 255, 255, 0]]], np.uint8)  # alpha is not part of the id
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "pan_rgba.png")
+    assert read_id_png(tmp_path / "pan_rgba.png").tolist() == [[1 + 2 * 256 + 3 * 65536, 256**3 - 1]]
     with pytest.raises(DataFormatError, match="single-channel"):
         read_label_png(tmp_path / "pan.png")
     with pytest.raises(DataFormatError, match="RGB panoptic"):

