@@ -79,26 +79,29 @@ def draw_frame(
     out = frame.astype(np.float32)
     if result.semantic is not None:
         sem = _fit(result.semantic, h, w)
-        for cls in np.unique(sem):
-            if cls < 0:
-                continue
-            region = sem == cls
-            out[region] = (1 - alpha * 0.6) * out[region] + alpha * 0.6 * np.array(class_color(int(cls)))
+        labelled = sem >= 0
+        classes, index = np.unique(sem[labelled], return_inverse=True)
+        colors = np.array([class_color(int(c)) for c in classes], np.int64).reshape(-1, 3)
+        out[labelled] = (1 - alpha * 0.6) * out[labelled] + alpha * 0.6 * colors[index]
     labels: list[tuple[int, int, str, tuple[int, int, int]]] = []
     line = max(1, round(min(h, w) / 240))
     for rle, tid, cid, score in zip(result.masks, result.track_ids, result.class_ids, result.scores):
         mask = _fit(decode_rle(rle), h, w)
-        if not mask.any():
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not rows.size:
             continue
+        # Work on the object's box, grown by the contour width so the erosion sees the same neighbours.
+        y0, x0 = max(0, rows[0] - line), max(0, cols[0] - line)
+        y1, x1 = min(h, rows[-1] + 1 + line), min(w, cols[-1] + 1 + line)
+        inside, part = mask[y0:y1, x0:x1], out[y0:y1, x0:x1]
         rgb = track_color(int(tid))
         color = np.array(rgb, np.float32)
-        out[mask] = (1 - alpha) * out[mask] + alpha * color
+        part[inside] = (1 - alpha) * part[inside] + alpha * color
         if contours:
-            out[_boundary(mask, line)] = color
-        ys, xs = np.nonzero(mask)
+            part[_boundary(inside, line)] = color
         name = class_names[int(cid)] if class_names is not None and 0 <= cid < len(class_names) else f"class {cid}"
         text = f"#{int(tid)} {name}" + (f" {float(score):.2f}" if show_scores else "")
-        labels.append((int(xs.min()), int(ys.min()), text, rgb))
+        labels.append((int(cols[0]), int(rows[0]), text, rgb))
     image = Image.fromarray(out.clip(0, 255).astype(np.uint8))
     if labels:
         draw = ImageDraw.Draw(image)
