@@ -45,7 +45,7 @@ def read_ahead(items: Iterator[T], depth: int) -> Generator[T, None, None]:
                 if stop.is_set():
                     return
             handover.put((_END, None))
-        except BaseException as e:  # noqa: BLE001 (handed to the consumer, which raises it)
+        except BaseException as e:  # handed to the consumer, which raises it
             handover.put((_END, e))
         finally:
             _close(items)
@@ -93,7 +93,7 @@ class WriteBehind(Generic[T]):
             if self.error is None:
                 try:
                     self._write(item)  # type: ignore[arg-type]
-                except BaseException as e:  # noqa: BLE001 (raised by the caller's next put)
+                except BaseException as e:  # raised by the caller's next put
                     self.error = e
 
     def put(self, item: T) -> None:

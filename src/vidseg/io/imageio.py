@@ -57,11 +57,6 @@ def read_rgb(path: str | Path, expected_hw: tuple[int, int] | None = None, field
     return arr
 
 
-def read_png(path: str | Path, field: str | None = None) -> np.ndarray:
-    """Pixel array of an image exactly as `np.array(Image.open(path))` gives it ([H, W] or [H, W, C])."""
-    return np.array(_open(Path(path), field))
-
-
 def read_label_png(
     path: str | Path, expected_hw: tuple[int, int] | None = None, field: str | None = None
 ) -> np.ndarray:
