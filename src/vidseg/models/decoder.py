@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.models.attention import MultiHeadAttention
-from vidseg.models.outputs import LayerPrediction
+from vidseg.models.outputs import LayerPrediction, mask_logits_of
 from vidseg.models.position import MLP, sine_position_embedding_2d
 
 __all__ = ["DecoderOutput", "MaskedAttentionDecoder", "MaskedDecoderLayer", "MultiHeadAttention", "PosCallback"]
@@ -138,7 +138,7 @@ class MaskedAttentionDecoder(nn.Module):
         """Heads on raw queries [B, Q, C] and mask features [B, D, H, W] -> (normed queries, prediction)."""
         normed = self.decoder_norm(queries)
         mask_embed = self.mask_head(normed)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        mask_logits = mask_logits_of(mask_embed, mask_features)
         return normed, LayerPrediction(class_logits=self.class_head(normed), mask_logits=mask_logits)
 
     def memory(self, multi_scale_features: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[tuple[int, int]]]:

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 
+def mask_logits_of(embed: Tensor, features: Tensor) -> Tensor:
+    """Per-query mask logits: embeddings [B, Q, C] x features [B, C, H, W] -> [B, Q, H, W].
+
+    One batched matmul over the flattened features; `einsum("bqc,bchw->bqhw")` gives the same values but
+    copied the features first on the CPU (~40 % slower at 96x160 with 100 queries).
+    """
+    b, _, h, w = features.shape
+    return (embed @ features.flatten(2)).view(b, embed.shape[1], h, w)
+
+
 @dataclass
 class LayerPrediction:
     """Predictions from one decoder layer (or from the initial queries).

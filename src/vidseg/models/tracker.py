@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from vidseg.models.association import match_queries, reorder
 from vidseg.models.attention import Attention, FFNLayer, SelfAttentionLayer
 from vidseg.models.noiser import NoiseMode, Noiser
-from vidseg.models.outputs import LayerPrediction
+from vidseg.models.outputs import LayerPrediction, mask_logits_of
 from vidseg.models.position import MLP
 
 # ---------------------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class ReferringTracker(nn.Module):
         """output, reference [B, Q, C]; mask_features [B, D, h, w] (projected) -> class/mask logits."""
         normed = self.decoder_norm(output)
         class_logits = self.class_embed(torch.cat([reference, normed], dim=-1))
-        mask_logits = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(normed), mask_features)
+        mask_logits = mask_logits_of(self.mask_embed(normed), mask_features)
         return LayerPrediction(class_logits=class_logits, mask_logits=mask_logits)
 
     def forward_frame(
