@@ -10,8 +10,9 @@ the repository root: the preset's roots are relative to it).
 
 Protocol:
 
-* Inference is the product's: `VideoPredictor` (online MinVIS association of a `segmenter` checkpoint,
-  classes = each slot's logits averaged over the frames so far, `inference.test_topk` results per frame),
+* Inference is the product's: `VideoPredictor` (online: MinVIS association of a `segmenter` checkpoint or
+  the DVIS++ tracker, classes = each slot's logits averaged over the frames so far, `inference.test_topk`
+  results per frame; `--mode offline`: the DVIS++ refiner over windows of the video),
   frames read from `JPEGImages/<sequence>/`, resized as `inference.min_size`/`max_size` say.
 * YouTube-VIS AP: the official-parity evaluator on the split written as YouTube-VIS ground truth (one
   category, `object`, one track per sequence); a result track's score is its mean per-frame score.
@@ -124,18 +125,21 @@ def main() -> None:
     parser.add_argument("--split", choices=["val", "train"], default="val")
     parser.add_argument("--data", help="DAVIS root (default: the config's data root of the split)")
     parser.add_argument("--sequences", help="comma-separated sequences instead of the config's split")
+    parser.add_argument("--mode", choices=["online", "offline"],
+                        help="offline: the DVIS++ refiner over the video (refiner checkpoints: their default)")
     args = parser.parse_args()
     if (args.checkpoint is None) == (args.untrained is None):
         parser.error("give a checkpoint or --untrained CONFIG")
     if args.untrained:
         config: ExperimentConfig = load_preset_or_file(args.untrained)
         torch.manual_seed(config.seed)
-        predictor = VideoPredictor(build_model(config), config, device="cpu")
+        predictor = VideoPredictor(build_model(config), config, device="cpu", mode=args.mode)
         what = {"untrained": args.untrained}
     else:
-        predictor = VideoPredictor.from_checkpoint(args.checkpoint, device="cpu")
+        predictor = VideoPredictor.from_checkpoint(args.checkpoint, device="cpu", mode=args.mode)
         config = predictor.config
         what = {"checkpoint": args.checkpoint, "stage": predictor.stage}
+    what["mode"] = predictor.mode
     data = config.data
     root = args.data or (data.val_root if args.split == "val" else data.train_root)
     field = f"data.{args.split}_annotations"

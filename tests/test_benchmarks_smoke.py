@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from vidseg.bundled import DEMO_MODEL
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 # Still without a tiny synthetic path (they train models or read real datasets); issue 21 follow-up.
@@ -31,6 +33,7 @@ NO_SMOKE_YET = {
 }
 # Seconds each takes on 2 shared cores; the heavier ones are `slow`.
 SMOKE = {
+    "bundled_speed.py": ["--peer", str(DEMO_MODEL)],  # the bundled model as its own peer
     "data_throughput.py": [],
     "eval_speed.py": [],
     "gpu_pipeline.py": [],
@@ -45,7 +48,8 @@ SMOKE = {
 SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 s each
         "gpu_pipeline.py",  # on the CPU: a DVIS++ model with 100 queries, ~15 s
         "segment_memory.py",  # six `vidseg segment` runs: ~40 s
-        "segment_throughput.py"}  # the bundled model on 12 frames, three times: ~15 s
+        "segment_throughput.py",  # the bundled model on 12 frames, three times: ~15 s
+        "bundled_speed.py"}  # three models on 4 frames: ~15 s
 
 
 def _scripts() -> set[str]:

@@ -38,7 +38,7 @@ def _decode(path) -> list:
 def test_demo_writes_overlay_of_the_bundled_clip_with_the_bundled_model(tmp_path):
     result = _vidseg("demo", "--out", str(tmp_path), "--frames", "12")
     assert result.returncode == 0, result.stderr
-    assert "bundled run-B model" in result.stdout and "demo_clip.mp4" in result.stdout
+    assert "bundled DINOv2-S DVIS++ model" in result.stdout and "demo_clip.mp4" in result.stdout
     assert str(tmp_path / "overlay.mp4") in result.stdout
     assert len(_decode(tmp_path / "overlay.mp4")) == 12
 

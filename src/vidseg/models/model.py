@@ -11,7 +11,9 @@ Offline (DVIS++) models collect the steps of a window and call `refine`.
 
 Checkpoints of the `segmenter` stage hold the bare segmenter (the same keys as `vidseg convert-weights`
 writes); those of later stages hold this whole module. `load_model` accepts both and picks the method the
-stage trained (`METHOD_OF_STAGE`): a segmenter checkpoint is tracked with MinVIS association.
+stage trained (`METHOD_OF_STAGE`): a segmenter checkpoint is tracked with MinVIS association. A checkpoint
+may leave out a frozen backbone whose weights come from an installed package (`packaged_weights_prefix`,
+as `vidseg.training.export` writes the bundled model): they are taken from the package again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from vidseg.config import ExperimentConfig, ModelConfig
 from vidseg.errors import CheckpointError, ConfigError
 from vidseg.io.checkpoint import load_checkpoint, load_weights
+from vidseg.models.backbones import packaged_frozen_prefix
 from vidseg.models.methods import METHOD_OF_STAGE, METHODS
 from vidseg.models.oma import ObjectMaskedAttention
 from vidseg.models.segmenter import Segmenter, build_segmenter
@@ -139,6 +142,16 @@ class LoadedModel:
     path: Path
 
 
+def packaged_weights_prefix(config: ExperimentConfig, stage: str) -> str | None:
+    """The key prefix, in a `stage` checkpoint of `config`, of backbone weights that come from an installed
+    package and stay frozen (`packaged_frozen_prefix`), or None."""
+    inner = packaged_frozen_prefix(config.model.backbone)
+    name = METHOD_OF_STAGE.get(stage)
+    if inner is None or name is None:
+        return None
+    return ("backbone." if METHODS[name].bare_segmenter else "segmenter.backbone.") + inner
+
+
 def load_model(
     path: str | Path, expected_stage: str | tuple[str, ...] | None = None, device: torch.device | str = "cpu"
 ) -> LoadedModel:
@@ -158,6 +171,10 @@ def load_model(
     except ConfigError as e:
         raise CheckpointError(f"{ckpt.path}: config.json: {e}") from None
     target: nn.Module = model.segmenter if METHODS[name].bare_segmenter else model
-    load_weights(target, ckpt.state_dict, ckpt.path)
+    state = ckpt.state_dict
+    prefix = packaged_weights_prefix(config, ckpt.stage)
+    if prefix and not any(k.startswith(prefix) for k in state):  # left out by export: the package's weights
+        state = {**{k: v for k, v in target.state_dict().items() if k.startswith(prefix)}, **state}
+    load_weights(target, state, ckpt.path)
     model.to(device).eval()
     return LoadedModel(model, config, ckpt.stage, ckpt.path)

