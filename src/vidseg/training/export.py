@@ -20,7 +20,7 @@ import torch
 
 from vidseg.errors import CheckpointError
 from vidseg.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vidseg.models.backbones import build_backbone
+from vidseg.models.backbones import build_backbone, packaged_frozen_prefix
 from vidseg.models.model import packaged_weights_prefix
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -64,10 +64,12 @@ def _packaged_copy(ckpt: Checkpoint) -> set[str] | None:
     names = {k for k in ckpt.state_dict if prefix and k.startswith(prefix)}
     if not prefix or not names:
         return None
-    outer = prefix[: prefix.rindex("backbone.") + len("backbone.")]  # the backbone's own keys follow it
-    package = build_backbone(ckpt.config.model.backbone).state_dict()
+    backbone = ckpt.config.model.backbone
+    # "segmenter.backbone.vit." less the backbone's own "vit.": what precedes the backbone's keys.
+    outer = prefix.removesuffix(packaged_frozen_prefix(backbone) or "")
+    package = build_backbone(backbone).state_dict()
     for name in names:
-        value = package.get(name[len(outer):])
+        value = package.get(name.removeprefix(outer))
         if value is None or not torch.equal(value, ckpt.state_dict[name]):
             return None
     return names
