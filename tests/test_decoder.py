@@ -15,7 +15,8 @@ def _decoder(**kw) -> MaskedAttentionDecoder:
     torch.manual_seed(0)
     args = dict(hidden_dim=DIM, num_queries=6, num_layers=4, num_heads=4, ffn_dim=64)
     args.update(kw)
-    return MaskedAttentionDecoder(DIM, 16, 5, **args).eval()
+    # training mode (no dropout here): every layer's prediction; eval mode returns only the last
+    return MaskedAttentionDecoder(DIM, 16, 5, **args).train()
 
 
 def _inputs(batch: int = 2, seed: int = 0, channels: int = DIM):
@@ -40,6 +41,21 @@ def test_predictions_after_initial_queries_and_every_layer():
     # Initial prediction: heads on the learned query features alone.
     _, first = dec.predict(dec.query_feat.weight.expand(2, -1, -1), mf)
     assert torch.allclose(out.predictions[0].mask_logits, first.mask_logits)
+
+
+def test_eval_mode_returns_the_last_prediction_alone_with_the_same_values():
+    dec = _decoder()
+    feats, mf = _inputs()
+    with torch.no_grad():
+        full = dec(feats, mf)
+        last = dec.eval()(feats, mf)
+    assert len(last.predictions) == 1
+    assert torch.allclose(last.predictions[0].class_logits, full.predictions[-1].class_logits, atol=1e-6)
+    assert torch.allclose(last.predictions[0].mask_logits, full.predictions[-1].mask_logits, atol=1e-5)
+    assert torch.allclose(last.raw_queries, full.raw_queries, atol=1e-6)
+    # a pos_callback reads every layer's full-size masks: all predictions again
+    calls = dec(feats, mf, pos_callback=lambda i, m: dec.query_embed.weight.expand(2, -1, -1))
+    assert len(calls.predictions) == 4 + 1
 
 
 def test_attention_mask_rule():

@@ -11,6 +11,7 @@ from vidseg.cli import main  # noqa: E402
 from vidseg.config import BackboneConfig, ModelConfig  # noqa: E402
 from vidseg.errors import CheckpointError  # noqa: E402
 from vidseg.io.checkpoint import load_weights  # noqa: E402
+from vidseg.models.backbones.base import RES_NAMES  # noqa: E402
 from vidseg.models.backbones.swin import SwinTransformer  # noqa: E402
 from vidseg.models.convert import (  # noqa: E402
     convert_hf_state_dict,
@@ -44,6 +45,19 @@ def _hf_predictions(hf, pixels):
     return layers + [(out.class_queries_logits, out.masks_queries_logits)], out
 
 
+def _all_layers(model, run):
+    """Our predictions of every layer, `run()` being the model's forward: eval mode returns only the last,
+    training mode (no dropout, so the same values) all of them; the last must be the same either way."""
+    with torch.no_grad():
+        final = run()
+        model.train()
+        ours = run()
+    model.eval()
+    assert final.aux == [] and torch.equal(final.class_logits, ours.class_logits)
+    assert (final.mask_logits - ours.mask_logits).abs().max() < 1e-5
+    return ours
+
+
 def _assert_same_predictions(ours, theirs):
     preds = [*ours.aux, ours]
     assert len(preds) == len(theirs)
@@ -71,8 +85,7 @@ def test_full_model_matches_transformers():
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # the HF image processor's constants
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     theirs, hf_out = _hf_predictions(hf, (images / 255 - mean) / std)
-    with torch.no_grad():
-        ours = model(images)  # 0-255 in, normalised inside with the backbone's ImageNet constants
+    ours = _all_layers(model, lambda: model(images))  # 0-255 in, normalised inside (ImageNet constants)
     _assert_same_predictions(ours, theirs)
     assert (ours.raw_queries - hf_out.transformer_decoder_last_hidden_state).abs().max() < TOL
     # The masks really gate the cross-attention (neither all open nor all closed), so masking is tested.
@@ -94,7 +107,7 @@ def test_pixel_decoder_and_decoder_match_given_backbone_features():
     theirs, _ = _hf_predictions(hf, pixels)
     with torch.no_grad():
         feats = hf.model.pixel_level_module.encoder(pixels).feature_maps
-        ours = model.decode(model.pixel_decoder(dict(zip(["res2", "res3", "res4", "res5"], feats))))
+    ours = _all_layers(model, lambda: model.decode(model.pixel_decoder(dict(zip(RES_NAMES, feats)))))
     _assert_same_predictions(ours, theirs)
 
 
@@ -143,8 +156,7 @@ def test_convert_weights_cli_on_a_saved_checkpoint(tmp_path, capsys):
     model = loaded.model.segmenter
     pixels = torch.randn(1, 3, 64, 96)
     theirs, _ = _hf_predictions(hf, pixels)
-    with torch.no_grad():
-        ours = model.forward_normalized(pixels)
+    ours = _all_layers(model, lambda: model.forward_normalized(pixels))
     _assert_same_predictions(ours, theirs)
     # User errors: one line, exit code 2.
     assert main(["convert-weights", "--from", "hf", str(tmp_path / "nope"), "--out", str(dst)]) == 2

@@ -59,21 +59,26 @@ def model_a(tmp_path_factory):
     _convert("detectron2", tmp / "model_final.pkl", tmp / "ckpt", "coco_panoptic")
     loaded = load_model(tmp / "ckpt")
     inputs, outputs = tensors(folder / "inputs.safetensors"), tensors(folder / "outputs.safetensors")
+    segmenter = loaded.model.segmenter
+    batch = segmenter.frames_to_batch([inputs["image0.rgb_uint8"].numpy(), inputs["image1.rgb_uint8"].numpy()])
     with torch.no_grad():
-        seg = loaded.model.segmenter(loaded.model.segmenter.frames_to_batch(
-            [inputs["image0.rgb_uint8"].numpy(), inputs["image1.rgb_uint8"].numpy()]))
-    return loaded, inputs, outputs, seg
+        seg = segmenter(batch)
+        # eval mode returns only the last layer; training mode (frozen BN, no dropout: same values) all of them
+        layers = [*segmenter.train()(batch).aux]
+    segmenter.eval()
+    return loaded, inputs, outputs, seg, layers
 
 
 def test_a_segmenter_matches_official(model_a) -> None:
-    loaded, inputs, out, seg = model_a
+    loaded, inputs, out, seg, aux = model_a
     assert loaded.stage == "segmenter" and loaded.config.model.num_classes == 133
     pixels = loaded.model.segmenter.normalize(loaded.model.segmenter.frames_to_batch(
         [inputs["image0.rgb_uint8"].numpy(), inputs["image1.rgb_uint8"].numpy()]))
     _close(pixels, inputs["batch.pixels"], 1e-6, "normalised pixels")
     _close(seg.class_logits, out["segmenter.class_logits"], LOGIT_TOL, "class logits")
     _close(seg.mask_logits, out["segmenter.mask_logits"], MASK_TOL, "mask logits")
-    layers = [*seg.aux, seg]
+    assert seg.aux == []
+    layers = [*aux, seg]
     for i, layer in enumerate(layers):
         _close(layer.class_logits[:, ::7], out["segmenter.class_logits.layers.q_step7"][i], LOGIT_TOL, f"layer {i}")
         _close(layer.mask_logits[:, ::7], out["segmenter.mask_logits.layers.q_step7"][i], MASK_TOL, f"mask {i}")
@@ -81,7 +86,7 @@ def test_a_segmenter_matches_official(model_a) -> None:
 
 @pytest.mark.parametrize("image", [0, 1])
 def test_a_image_results_match_official(model_a, image) -> None:
-    loaded, inputs, out, seg = model_a
+    loaded, inputs, out, seg, _ = model_a
     size = tuple(inputs["batch.image_sizes"][image].tolist())
     output_size = tuple(inputs["batch.output_sizes"][image].tolist())
     things = set(range(80))

@@ -79,7 +79,12 @@ def test_e_clip_decoder_matches_official(model_e) -> None:
     _close(pixels, inputs["frames.pixels"], 1e-6, "normalised pixels")
     with torch.no_grad():
         features = video.encode(seg, pixels[None])
+        final = video.decode(seg, features).predictions
+        seg.decoder.train()  # training mode (no dropout: the same values) returns every layer's prediction
         decoded = video.decode(seg, features)
+    seg.decoder.eval()
+    assert len(final) == 1 and torch.equal(final[0].class_logits, decoded.predictions[-1].class_logits)
+    _close(final[0].mask_logits, decoded.predictions[-1].mask_logits, 1e-5, "eval-mode mask tubes")
     multi_scale, mask_features = features
     _close(mask_features[0, :, ::32], out["pixel_decoder.mask_features.ch_step32"], 1e-4, "mask features")
     for level in range(3):
@@ -103,6 +108,7 @@ def test_e_clip_decoder_matches_official_in_float64(model_e) -> None:
     ckpt, inputs, out = model_e
     model = load_model(ckpt).model.double()
     seg, video = model.segmenter, model.video
+    seg.decoder.train()  # every layer's prediction (no dropout: the same values as eval mode)
     with torch.no_grad():
         preds = video.decode(seg, video.encode(seg, inputs["frames.pixels"].double()[None])).predictions
     _close(torch.stack([p.class_logits[0] for p in preds]), out["segmenter.class_logits.layers"], LOGIT_TOL,

@@ -14,8 +14,9 @@
   videos (window-weighted). One k per computation: k = 8 and k = 16 are kept apart (unlike DVIS++'s copy,
   whose "VC16" also averages the VC8 windows).
 
-Streaming: frames arrive one at a time; a video keeps only per-pixel run lengths of "same as previous
-frame" (so window consistency is `run >= k - 1`), never k frames.
+Streaming: frames arrive one at a time; a video keeps per pixel only the frame of its last change (GT
+alone, and GT or prediction), so a window is consistent where that change came no later than its first
+frame; never k frames.
 """
 
 from __future__ import annotations
@@ -56,8 +57,37 @@ class VspwVideoStats:
     window_accs: dict[int, list[float]]
 
 
+class _LastChange:
+    """Per pixel the frame of its last change, and how many pixels last changed at each frame.
+
+    Label maps are piecewise constant, so a frame changes few pixels: only those are touched, and "how
+    many pixels stayed constant since frame s" is a sum over the per-frame counts, not a pass over the image.
+    """
+
+    def __init__(self) -> None:
+        self.frame = np.zeros(0, np.uint16)  # [H * W] frame index of the last change (0: never changed)
+        self.count = np.zeros(1, np.int64)  # [T] pixels whose last change is at frame t
+
+    def start(self, num_pixels: int) -> None:
+        self.frame = np.zeros(num_pixels, np.uint16)
+        self.count = np.array([num_pixels], np.int64)
+
+    def record(self, t: int, moved: np.ndarray) -> None:
+        """Pixels where `moved` ([H, W] bool) is set changed at frame t."""
+        if t > np.iinfo(self.frame.dtype).max:
+            self.frame = self.frame.astype(np.int64)
+        where = np.flatnonzero(moved)
+        self.count = np.append(self.count, where.size)
+        self.count[:t] -= np.bincount(self.frame[where], minlength=t)[:t]
+        self.frame[where] = t
+
+    def at_or_before(self, s: int) -> int:
+        """Pixels whose last change is at frame s or earlier (unchanged over frames s .. now)."""
+        return int(self.count[: s + 1].sum())
+
+
 class VspwVideoAccumulator:
-    """Consumes one video frame by frame; memory: two previous frames and two run-length maps."""
+    """Consumes one video frame by frame; memory: two previous frames and two last-change maps."""
 
     def __init__(
         self,
@@ -74,11 +104,8 @@ class VspwVideoAccumulator:
             raise ValueError(f"num_classes must be 1..255 (uint8 label PNGs, 255 = void), got {num_classes}")
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
         self._prev: tuple[np.ndarray, np.ndarray] | None = None
-        self._run_gt: np.ndarray | None = None  # consecutive equal pairs ending at the current frame
-        self._run_pred: np.ndarray | None = None
+        self._changes = (_LastChange(), _LastChange())  # GT alone; GT or prediction
         self._accs: dict[int, list[float]] = {k: [] for k in self.windows}
-        self._run_cap = max(self.windows, default=1) - 1
-        self._run_dtype = np.uint8 if self._run_cap < 255 else np.int32
         self.num_frames = 0
 
     def add_frame(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None = None) -> None:
@@ -125,28 +152,25 @@ class VspwVideoAccumulator:
     def _add_consistency(self, gt: np.ndarray, pred: np.ndarray) -> None:
         if not self.windows:
             return
-        if self._prev is None:
-            self._run_gt = np.zeros(gt.shape, self._run_dtype)
-            self._run_pred = np.zeros(gt.shape, self._run_dtype)
-        run_gt, run_pred = self._run_gt, self._run_pred
-        assert run_gt is not None and run_pred is not None  # allocated with the first frame
-        if self._prev is not None:
-            prev_gt, prev_pred = self._prev
-            # equality is transitive: "equal to the window's first frame for every j" is the same as
-            # "every consecutive pair equal", i.e. a run of k - 1 equal pairs ending here. Runs are only
-            # compared with k - 1, so they saturate there (small dtype, in place).
-            for run, now, prev in ((run_gt, gt, prev_gt), (run_pred, pred, prev_pred)):
-                np.add(run, 1, out=run)
-                np.minimum(run, self._run_cap, out=run)
-                run *= now == prev
-        self._prev = (gt, pred)
         t = self.num_frames
+        last_gt, last_any = self._changes
+        if self._prev is None:
+            last_gt.start(gt.size)
+            last_any.start(gt.size)
+        else:
+            prev_gt, prev_pred = self._prev
+            gt_moved = gt != prev_gt
+            last_gt.record(t, gt_moved)
+            last_any.record(t, gt_moved | (pred != prev_pred))
+        self._prev = (gt, pred)
         for k in self.windows:
             if t >= k - 1:
-                gt_common = run_gt >= k - 1
-                both = np.count_nonzero(gt_common & (run_pred >= k - 1))
+                # a window t-k+1 .. t is constant where the last change came at or before its first frame;
+                # "GT and prediction both constant" is "the last change of either" that early
+                first = t - k + 1
+                gt_common, both = last_gt.at_or_before(first), last_any.at_or_before(first)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    self._accs[k].append(float(np.float64(both) / np.float64(np.count_nonzero(gt_common))))
+                    self._accs[k].append(float(np.float64(both) / np.float64(gt_common)))
 
     def finish(self) -> VspwVideoStats:
         accs = {}

