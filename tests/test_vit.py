@@ -94,6 +94,26 @@ def test_dinov2_backbone_frozen_vit_gets_no_gradient():
     assert all(not p.requires_grad for p in model.parameters())
 
 
+@pytest.mark.parametrize(("height", "width"), [(30, 45), (17, 100)])
+def test_dinov2_spatial_prior_starts_as_the_plain_backbone_then_trains(height, width):
+    plain = DinoV2Backbone(tiny_vit(), freeze_vit=True)
+    model = DinoV2Backbone(tiny_vit(), freeze_vit=True, spatial_prior=8).train()
+    x = torch.randn(2, 3, height, width)
+    out, ref = model(x), plain(x)
+    check_output_sizes(out, height, width)
+    assert all(torch.equal(out[name], ref[name]) for name in ref)
+    sum(f.square().sum() for f in out.values()).backward()
+    assert model.spm is not None and model.spm.fc1.weight.grad.abs().sum() > 0
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    assert not torch.equal(model(x)["res2"], ref["res2"])
+    assert all(p.grad is None for p in model.vit.parameters())
+
+
+def test_spatial_prior_only_for_dinov2_backbones():
+    with pytest.raises(ConfigError, match="spatial_prior"):
+        build_backbone(BackboneConfig(name="tiny_cnn", spatial_prior=8))
+
+
 @pytest.mark.parametrize(("height", "width"), [(64, 96), (40, 70), (33, 129)])
 def test_adapter_output_strides(height, width):
     model = tiny_adapter()

@@ -94,9 +94,13 @@ class BackboneConfig:
     # ViT backbones (dinov2_vit*14, vit_adapter_*): keep the DINOv2 ViT fixed (no gradients, run without
     # autograd). DVIS++'s ViT-Adapter configs freeze it (FREEZE_VIT: True).
     freeze_vit: bool = False
+    # dinov2_vit*14 only: channels of ViT-Adapter's convolutional stem added to the taps (0 = none),
+    # for detail finer than the 14-pixel patches.
+    spatial_prior: int = 0
 
     def __post_init__(self) -> None:
         _at_least(self, 0, "freeze_at")
+        _at_least(self, 0, "spatial_prior")
         _at_least(self, 1, "window_size")
         _fraction(self, "drop_path_rate")
 
@@ -395,13 +399,16 @@ class DataConfig:
     crop_size: tuple[int, ...] | None = None
     flip_prob: float = 0.5
     color_jitter: tuple[float, ...] = ()
+    # Instance training: the probability that a clip gets another clip's instances pasted over it
+    # (`vidseg.data.copy_paste`), for frames with several objects.
+    copy_paste: float = 0.0
     num_workers: int = 2
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "num_frames", "min_size", "max_size", "crop_size")
         _at_least(self, 0, "sampling_range", "num_workers")  # color_jitter: checked by the clip dataset
         _positive(self, "train_ratio")
-        _fraction(self, "reverse_prob", "flip_prob")
+        _fraction(self, "reverse_prob", "flip_prob", "copy_paste")
 
 
 @dataclass(frozen=True)

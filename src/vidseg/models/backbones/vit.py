@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidseg.models.backbones.base import RES_NAMES, RES_STRIDES, Backbone, drop_path
+from vidseg.models.backbones.spatial_prior import SpatialPriorModule
 
 LN_EPS = 1e-6
 
@@ -228,9 +229,13 @@ class DinoV2Backbone(Backbone):
     the patch grid and bilinearly resampled to strides 4/8/16/32; all four have `embed_dim` channels.
 
     `freeze_vit` stops every ViT parameter from training and runs the ViT without autograd in eval mode.
+
+    `spatial_prior` (channels, 0 = none) adds ViT-Adapter's convolutional stem (`spm`): its stride 4..32
+    maps are added to the resampled taps, giving the masks detail finer than a patch. Its output projections
+    start at zero, so a stem added to a trained model starts from that model's features.
     """
 
-    def __init__(self, vit: DinoVisionTransformer, freeze_vit: bool = False):
+    def __init__(self, vit: DinoVisionTransformer, freeze_vit: bool = False, spatial_prior: int = 0):
         super().__init__()
         self.vit = vit
         depth = len(vit.blocks)
@@ -239,6 +244,11 @@ class DinoV2Backbone(Backbone):
         self.freeze_vit = freeze_vit
         if freeze_vit:
             vit.requires_grad_(False)
+        self.spm = SpatialPriorModule(spatial_prior, vit.embed_dim) if spatial_prior else None
+        if self.spm is not None:
+            for fc in (self.spm.fc1, self.spm.fc2, self.spm.fc3, self.spm.fc4):
+                nn.init.zeros_(fc.weight)
+                nn.init.zeros_(fc.bias)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """[B, 3, H, W] normalised -> {res_s: [B, C, ceil(H/s), ceil(W/s)]}."""
@@ -255,6 +265,9 @@ class DinoV2Backbone(Backbone):
         for name, tokens in zip(RES_NAMES, taps):
             s = RES_STRIDES[name]
             out[name] = resample_grid(tokens, p, s, (-(-height // s), -(-width // s)))
+        if self.spm is not None:
+            for name, prior in zip(RES_NAMES, self.spm(images)):
+                out[name] = out[name] + prior
         return out
 
     def _taps(self, padded: Tensor) -> list[Tensor]:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from vidseg.config import BackboneConfig, BackboneName
 from vidseg.errors import CheckpointError
 from vidseg.models.backbones.base import RES_NAMES, RES_STRIDES, Backbone
+from vidseg.models.backbones.spatial_prior import SpatialPriorModule
 from vidseg.models.backbones.vit import LN_EPS, DinoVisionTransformer, build_vit
 from vidseg.models.ops.ms_deform_attn import MultiScaleDeformableAttention
 
@@ -54,38 +55,6 @@ ADAPTER_SPECS = {
 }
 ADAPTER_PATCH = 16
 ADAPTER_IMG_SIZE = 592
-
-
-def conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
-    """3x3 conv (no bias) + BatchNorm + ReLU, as a list to splice into an `nn.Sequential`."""
-    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class SpatialPriorModule(nn.Module):
-    """Convolutional stem giving ViT-width maps at strides 4, 8, 16, 32: [B, 3, H, W] -> c1..c4 [B, C, H/s, W/s]."""
-
-    def __init__(self, inplanes: int, embed_dim: int):
-        super().__init__()
-        self.stem = nn.Sequential(
-            *conv_bn_relu(3, inplanes, 2),
-            *conv_bn_relu(inplanes, inplanes, 1),
-            *conv_bn_relu(inplanes, inplanes, 1),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        )
-        self.conv2 = nn.Sequential(*conv_bn_relu(inplanes, 2 * inplanes, 2))
-        self.conv3 = nn.Sequential(*conv_bn_relu(2 * inplanes, 4 * inplanes, 2))
-        self.conv4 = nn.Sequential(*conv_bn_relu(4 * inplanes, 4 * inplanes, 2))
-        self.fc1 = nn.Conv2d(inplanes, embed_dim, 1)
-        self.fc2 = nn.Conv2d(2 * inplanes, embed_dim, 1)
-        self.fc3 = nn.Conv2d(4 * inplanes, embed_dim, 1)
-        self.fc4 = nn.Conv2d(4 * inplanes, embed_dim, 1)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        c1 = self.stem(x)
-        c2 = self.conv2(c1)
-        c3 = self.conv3(c2)
-        c4 = self.conv4(c3)
-        return self.fc1(c1), self.fc2(c2), self.fc3(c3), self.fc4(c4)
 
 
 class DWConv(nn.Module):
