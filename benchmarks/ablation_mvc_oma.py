@@ -15,20 +15,24 @@ and mIoU (VSPW format, the same videos).
 
     python benchmarks/ablation_mvc_oma.py --vipseg /work/synth/vipseg --eval /work/synth_eval \\
         --init /work/runs/A2/seg/ckpt_0001500 --out /work/runs/ablation2 --seeds 0 1 2
+    python benchmarks/ablation_mvc_oma.py --smoke     # every row, 1 iteration a stage at 64 px, for the tests
 
 Runs are cached in `--out` (a finished stage is not trained again), so the script can be re-run or run per
-seed in parallel (`--seeds 1`) and then once more over all seeds to print the table. Prints JSON with every
-run's numbers and a markdown table with mean ± std over seeds.
+seed in parallel (`--seeds 1`) and then once more over all seeds to print the table. Prints a markdown table
+with mean ± std over seeds, then JSON with every run's numbers. `--smoke` generates what it is not given in a
+temporary folder: a 4-video synthetic set (both formats; training and scoring) and a 1-iteration `--init`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from _runs import cached_scores, cached_stage, mean_std_table
 
+from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vps, evaluate_vss
 from vidseg.inference.predictor import VideoPredictor
 
@@ -40,12 +44,19 @@ ROWS = {
     "+OMA": (False, False, True),
     "all": (True, True, True),
 }
+# --smoke: every stage trained and scored on 64 px frames.
+SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "optim.batch_size=1",
+         "inference.min_size=64", "inference.max_size=96"]
+
+
+def common_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    return [f"seed={seed}", f"data.train_root={args.vipseg}", f"data.val_root={args.vipseg}",
+            f"data.num_workers={args.workers}", *args.overrides]
 
 
 def run_row(args: argparse.Namespace, seed: int, row: str) -> dict[str, float]:
     mvc1, mvc2, oma = ROWS[row]
-    base = [f"seed={seed}", f"data.train_root={args.vipseg}", f"data.val_root={args.vipseg}",
-            f"data.num_workers={args.workers}"]
+    base = common_overrides(args, seed)
     root = Path(args.out) / f"seed{seed}"
     seg_name = "seg_mvc1" if mvc1 else "seg"
     seg = cached_stage(root / seg_name, "mask2former/synthetic_tiny", "segmenter", Path(args.init),
@@ -69,26 +80,49 @@ def run_row(args: argparse.Namespace, seed: int, row: str) -> dict[str, float]:
     return cached_scores(out / "scores.json", score)
 
 
+def smoke_inputs(args: argparse.Namespace, tmp: Path) -> None:
+    """Fill in the inputs --smoke was not given, in `tmp`: 3 training videos and 1 scored (16 frames: VPQ's
+    longest window is 15), and an `--init` segmenter trained for 1 iteration."""
+    if args.vipseg is None or args.eval is None:
+        write_synthetic_dataset(tmp, 4, 16, 64, 96, formats=("vipseg", "vspw"), seed=0)
+        args.vipseg, args.eval = args.vipseg or str(tmp / "vipseg"), args.eval or str(tmp)
+    args.out = args.out or str(tmp / "out")
+    if args.init is None:
+        args.init = str(cached_stage(tmp / "init", "mask2former/synthetic_tiny", "segmenter", None,
+                                     common_overrides(args, 0), 1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vipseg", required=True, help="synthetic VIPSeg-format training root")
-    p.add_argument("--eval", required=True, help="synthetic set with vipseg and vspw formats (val split scored)")
-    p.add_argument("--init", required=True, help="trained tiny segmenter checkpoint every row starts from")
-    p.add_argument("--out", required=True)
+    p.add_argument("--vipseg", help="synthetic VIPSeg-format training root")
+    p.add_argument("--eval", help="synthetic set with vipseg and vspw formats (val split scored)")
+    p.add_argument("--init", help="trained tiny segmenter checkpoint every row starts from")
+    p.add_argument("--out")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     p.add_argument("--seg-iters", type=int, default=150)
     p.add_argument("--trk-iters", type=int, default=200)
     p.add_argument("--ref-iters", type=int, default=300)
     p.add_argument("--workers", type=int, default=0, help="data loader workers per training")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every training")
+    p.add_argument("--smoke", action="store_true", help="one seed, 1 iteration a stage at 64 px (tests that it runs)")
     args = p.parse_args()
+    if not args.smoke and None in (args.vipseg, args.eval, args.init, args.out):
+        p.error("give --vipseg, --eval, --init and --out (or --smoke)")
+    if args.smoke:
+        args.seeds, args.seg_iters, args.trk_iters, args.ref_iters = [0], 1, 1, 1
+        args.overrides = [*SMOKE, *args.overrides]
 
-    results = {row: {seed: run_row(args, seed, row) for seed in args.seeds} for row in args.rows}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            smoke_inputs(args, Path(tmp))
+        results = {row: {seed: run_row(args, seed, row) for seed in args.seeds} for row in args.rows}
     table, summary = mean_std_table(results, ["VPQ", "STQ", "mIoU", "id_switches"])
+    print("\n".join(table))
     print(json.dumps({"seeds": args.seeds, "budget": {"segmenter": args.seg_iters, "tracker": args.trk_iters,
                                                       "refiner": args.ref_iters},
                       "runs": results, "summary": summary}, indent=1))
-    print("\n".join(table))
 
 
 if __name__ == "__main__":

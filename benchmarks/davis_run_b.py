@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py runs/davis_b/ckpt_0001100 --split val
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py src/vidseg/assets/demo_model --split val
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py --untrained mask2former/davis_effnet_lite0
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/davis_run_b.py --smoke      # tiny, for the tests
 
 Prints JSON. The split (sequence names) comes from the checkpoint's config (`data.val_annotations` /
 `data.train_annotations`, see `vidseg.data.build`), the data from `--data` or the config's root (run from
@@ -21,23 +22,29 @@ Protocol:
   track scoring >= 0.5 (falls back to top1 when none does). Scored with `vidseg.evaluation.davis` as the
   DAVIS toolkit does (first and last frame excluded, F tolerance 0.008 of the diagonal).
 * `--untrained CONFIG`: the same architecture with its ImageNet backbone and seeded random heads.
+* `--smoke`: without `--data`, two 6-frame synthetic sequences (64x96, `vidseg.data.synthetic`) written in
+  the DAVIS-2016 layout (the foreground: every object of the frame); without a checkpoint, `--untrained`
+  `mask2former/synthetic_tiny` as a class-agnostic VIS model at 64 px.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidseg.config import ExperimentConfig, load_preset_or_file
+from vidseg.config import ExperimentConfig, apply_overrides, load_preset_or_file
 from vidseg.data.annotations import VideoAnnotation
 from vidseg.data.build import davis_sequences
-from vidseg.data.formats.davis import read_davis
+from vidseg.data.formats.davis import read_davis, write_davis_sequence
 from vidseg.data.formats.ytvis import ytvis_json
+from vidseg.data.synthetic import generate_video, video_seed
 from vidseg.evaluation.davis import DavisEvaluator, DavisSequence
 from vidseg.evaluation.ytvis import YtvisEvaluator, parse_ytvis_gt
 from vidseg.inference.predictor import VideoPredictor
@@ -46,6 +53,9 @@ from vidseg.structures import Track, VideoResult, decode_rle
 
 UNION_THRESHOLD = 0.5
 YTVIS_KEYS = ("AP", "AP50", "AP75", "AR1", "AR10")
+SMOKE_CONFIG = "mask2former/synthetic_tiny"
+# --smoke: run B's task (one class, VIS results) on the tiny model, at the synthetic frames' size.
+SMOKE = ["model.num_classes=1", "inference.task=vis", "inference.min_size=64", "inference.max_size=96"]
 
 
 @dataclass
@@ -118,6 +128,17 @@ def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: 
     return report
 
 
+def write_smoke_davis(root: Path) -> str:
+    """Two short synthetic sequences in the DAVIS-2016 layout under `root`; returns their names, comma-separated."""
+    names = []
+    for i in range(2):
+        video = generate_video(video_seed(0, i), 6, 64, 96)
+        foreground: list[np.ndarray | None] = [np.asarray(m.any(axis=0), np.uint8) for m in video.instance_masks]
+        names.append(f"synthetic_{i}")
+        write_davis_sequence(root, names[-1], video.frames, foreground)
+    return ",".join(names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", nargs="?", help="checkpoint directory (any stage)")
@@ -127,26 +148,38 @@ def main() -> None:
     parser.add_argument("--sequences", help="comma-separated sequences instead of the config's split")
     parser.add_argument("--mode", choices=["online", "offline"],
                         help="offline: the DVIS++ refiner over the video (refiner checkpoints: their default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override in the --untrained config")
+    parser.add_argument("--smoke", action="store_true",
+                        help="synthetic sequences and a tiny untrained model where not given (tests that it runs)")
     args = parser.parse_args()
+    if args.smoke and args.checkpoint is None:
+        args.untrained = args.untrained or SMOKE_CONFIG
+        args.overrides = [*SMOKE, *args.overrides]
     if (args.checkpoint is None) == (args.untrained is None):
         parser.error("give a checkpoint or --untrained CONFIG")
     if args.untrained:
-        config: ExperimentConfig = load_preset_or_file(args.untrained)
+        config: ExperimentConfig = apply_overrides(load_preset_or_file(args.untrained), args.overrides)
         torch.manual_seed(config.seed)
         predictor = VideoPredictor(build_model(config), config, device="cpu", mode=args.mode)
         what = {"untrained": args.untrained}
+        if args.overrides:
+            what["set"] = args.overrides
     else:
         predictor = VideoPredictor.from_checkpoint(args.checkpoint, device="cpu", mode=args.mode)
         config = predictor.config
         what = {"checkpoint": args.checkpoint, "stage": predictor.stage}
     what["mode"] = predictor.mode
     data = config.data
-    root = args.data or (data.val_root if args.split == "val" else data.train_root)
-    field = f"data.{args.split}_annotations"
-    names = davis_sequences(args.sequences or getattr(data, f"{args.split}_annotations"), root, field)
-    dataset = read_davis(root, names)
-    report = {**what, "split": args.split, "sequences": [v.name for v in dataset.videos]}
-    report.update(evaluate(predictor, dataset.videos, ytvis_json(dataset, rle="compressed")))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke and args.data is None:
+            args.data, args.sequences = tmp, write_smoke_davis(Path(tmp))
+        root = args.data or (data.val_root if args.split == "val" else data.train_root)
+        field = f"data.{args.split}_annotations"
+        names = davis_sequences(args.sequences or getattr(data, f"{args.split}_annotations"), root, field)
+        dataset = read_davis(root, names)
+        report = {**what, "split": args.split, "sequences": [v.name for v in dataset.videos]}
+        report.update(evaluate(predictor, dataset.videos, ytvis_json(dataset, rle="compressed")))
     print(json.dumps(report, indent=1))
 
 

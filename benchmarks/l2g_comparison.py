@@ -26,19 +26,24 @@ the ground-truth tracks.
     python benchmarks/l2g_comparison.py --train /work/synth/ytvis/train --eval /work/synth_eval/ytvis/val \\
         --segmenter-sigmoid /work/runs/l2g_cmp/seg/ckpt_0001000 \\
         --segmenter-softmax /work/runs/l2g_cmp/seg_softmax/ckpt_0001000 --out /work/runs/l2g_cmp --seeds 0 1 2
+    python benchmarks/l2g_comparison.py --smoke       # every model, 1 iteration at 64 px, for the tests
 
 Runs are cached in `--out` like `ablation_mvc_oma.py`'s, so seeds can run in parallel (`--seeds 1`) and a
-last call over all seeds prints the table: JSON with every run, then mean ± std over seeds.
+last call over all seeds prints the table: mean ± std over seeds, then JSON with every run. `--smoke`
+generates what it is not given in a temporary folder: a 4-video synthetic YouTube-VIS set (3 training
+videos, 1 scored) and both segmenters, trained for 1 iteration as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from _runs import cached_scores, cached_stage, mean_std_table
 
+from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vis
 from vidseg.inference.predictor import VideoPredictor
 
@@ -52,14 +57,21 @@ MODELS = {
     "l2g": ("l2g", False, []),
     "plain": ("l2g", False, ["model.l2g.aligner=false", "model.l2g.trajectory_pe=false"]),
 }
+# --smoke: every model trained and scored on 64 px frames.
+SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "inference.min_size=64",
+         "inference.max_size=96"]
+
+
+def common_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    train_dir = Path(args.train)
+    return [f"seed={seed}", f"data.train_root={train_dir / 'JPEGImages'}",
+            f"data.train_annotations={train_dir / 'instances.json'}", "optim.batch_size=2", "data.num_frames=4",
+            f"data.num_workers={args.workers}", *args.overrides]
 
 
 def run_model(args: argparse.Namespace, seed: int, name: str) -> dict[str, float]:
     stage, softmax, extra = MODELS[name]
-    train_dir = Path(args.train)
-    common = [f"seed={seed}", f"data.train_root={train_dir / 'JPEGImages'}",
-              f"data.train_annotations={train_dir / 'instances.json'}", "optim.batch_size=2",
-              "data.num_frames=4", f"data.num_workers={args.workers}"]
+    common = common_overrides(args, seed)
     out = Path(args.out) / f"seed{seed}" / name
     init = Path(args.segmenter_softmax if softmax else args.segmenter_sigmoid)
     ckpt = cached_stage(out, PRESET, stage, init, common + extra, args.iters)
@@ -73,23 +85,47 @@ def run_model(args: argparse.Namespace, seed: int, name: str) -> dict[str, float
     return cached_scores(out / "scores.json", score)
 
 
+def smoke_inputs(args: argparse.Namespace, tmp: Path) -> None:
+    """Fill in the inputs --smoke was not given, in `tmp`; the segmenters as the docstring trains them."""
+    if args.train is None or args.eval is None:
+        write_synthetic_dataset(tmp, 4, 6, 64, 96, formats=("ytvis",), seed=0)
+        args.train, args.eval = args.train or str(tmp / "ytvis/train"), args.eval or str(tmp / "ytvis/val")
+    args.out = args.out or str(tmp / "out")
+    segmenter = [*common_overrides(args, 0), "data.num_frames=1"]
+    if args.segmenter_sigmoid is None:
+        args.segmenter_sigmoid = str(cached_stage(tmp / "seg", PRESET, "segmenter", None, segmenter, 1))
+    if args.segmenter_softmax is None:
+        args.segmenter_softmax = str(cached_stage(tmp / "seg_softmax", PRESET, "segmenter", None,
+                                                  [*segmenter, *SOFTMAX], 1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--train", required=True, help="YouTube-VIS-format training split (JPEGImages/, instances.json)")
-    p.add_argument("--eval", required=True, help="YouTube-VIS-format validation split (JPEGImages/, instances.json)")
-    p.add_argument("--segmenter-softmax", required=True, help="softmax segmenter checkpoint (MinVIS, DVIS++)")
-    p.add_argument("--segmenter-sigmoid", required=True, help="sigmoid segmenter checkpoint (Local2Global)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--train", help="YouTube-VIS-format training split (JPEGImages/, instances.json)")
+    p.add_argument("--eval", help="YouTube-VIS-format validation split (JPEGImages/, instances.json)")
+    p.add_argument("--segmenter-softmax", help="softmax segmenter checkpoint (MinVIS, DVIS++)")
+    p.add_argument("--segmenter-sigmoid", help="sigmoid segmenter checkpoint (Local2Global)")
+    p.add_argument("--out")
     p.add_argument("--iters", type=int, default=300, help="video-training iterations of every model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--workers", type=int, default=0, help="data loader workers per training")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every training")
+    p.add_argument("--smoke", action="store_true", help="one seed, 1 iteration at 64 px (tests that it runs)")
     args = p.parse_args()
+    if not args.smoke and None in (args.train, args.eval, args.segmenter_softmax, args.segmenter_sigmoid, args.out):
+        p.error("give --train, --eval, --segmenter-softmax, --segmenter-sigmoid and --out (or --smoke)")
+    if args.smoke:
+        args.seeds, args.iters, args.overrides = [0], 1, [*SMOKE, *args.overrides]
 
-    results = {name: {seed: run_model(args, seed, name) for seed in args.seeds} for name in args.models}
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            smoke_inputs(args, Path(tmp))
+        results = {name: {seed: run_model(args, seed, name) for seed in args.seeds} for name in args.models}
     table, summary = mean_std_table(results, ["AP", "AP50", "id_switches", "matched"])
-    print(json.dumps({"seeds": args.seeds, "iters": args.iters, "runs": results, "summary": summary}, indent=1))
     print("\n".join(table))
+    print(json.dumps({"seeds": args.seeds, "iters": args.iters, "runs": results, "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":

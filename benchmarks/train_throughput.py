@@ -9,6 +9,7 @@ to the first (baseline) variant.
     python benchmarks/train_throughput.py --stage tracker --data /work/synth/vipseg               # MVC-2
     python benchmarks/train_throughput.py --stage refiner --data /work/synth/vipseg               # OMA
     python benchmarks/train_throughput.py --stage segmenter --device cuda --amp bf16 ...           # GPU
+    python benchmarks/train_throughput.py --smoke                    # tiny, for the tests (any --stage)
 
 Without --data a small synthetic VIPSeg-format set is generated in a temporary folder.
 """
@@ -35,6 +36,8 @@ PRESETS = {
     "tracker": ("dvis_plus/synthetic_tiny_tracker", TrackerStage, ["mvc.enabled=true", "mvc.mode=tube"]),
     "refiner": ("dvis_plus/synthetic_tiny_refiner", RefinerStage, ["oma.enabled=true"]),
 }
+# --smoke: the presets' models on 64 px frames, few loss points, one clip per batch.
+SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "optim.batch_size=1"]
 
 
 def main() -> None:
@@ -46,13 +49,19 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--smoke", action="store_true", help="tiny data and sizes, 1 iteration (tests that it runs)")
     args = p.parse_args()
+    videos, height, width = 6, 240, 320
+    if args.smoke:
+        args.iters, args.warmup, args.overrides = 1, 0, [*SMOKE, *args.overrides]
+        videos, height, width = 2, 64, 96
 
     tmp = None
     data = args.data
     if data is None:
         tmp = tempfile.TemporaryDirectory()
-        write_synthetic_dataset(Path(tmp.name), 6, 8, 240, 320, formats=("vipseg",), seed=0)
+        # 8 frames: the refiner's clip length
+        write_synthetic_dataset(Path(tmp.name), videos, 8, height, width, formats=("vipseg",), seed=0)
         data = str(Path(tmp.name) / "vipseg")
     preset, cls, feature = PRESETS[args.stage]
     base = apply_overrides(load_preset_or_file(preset), [f"data.train_root={data}", "data.num_workers=0",

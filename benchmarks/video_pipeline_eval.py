@@ -14,21 +14,35 @@ predictions are written in the official formats and scored by the `vidseg eval` 
     python benchmarks/video_pipeline_eval.py --data /work/synth_eval --out /work/runs/eval_a \\
         --model minvis=/work/runs/seg_tiny/ckpt_0001500 --model dvis_online=/work/runs/trk_tiny/ckpt_0001000 \\
         --model dvis_offline=/work/runs/ref_tiny/ckpt_0000400
+    python benchmarks/video_pipeline_eval.py --smoke          # tiny set and models, for the tests
 
 `name=CKPT` runs online (and offline too when the checkpoint has a refiner); `name:online=CKPT` forces a mode.
 Tasks a model cannot run (e.g. VPS for a Local2Global model trained on instances only) are left out.
-The submissions stay in `--out/<name>/<task>` for `vidseg eval --task ... --pred ...`.
+The submissions stay in `--out/<name>/<task>` for `vidseg eval --task ... --pred ...`. Each row is printed as
+JSON when scored, then the markdown table, then JSON with every row. `--smoke` generates what it is not
+given in a temporary folder: a 4-video set at 64x96 (1 scored) and, as models, the tiny synthetic chain
+(`mask2former/synthetic_tiny` -> `dvis_plus/synthetic_tiny_{tracker,refiner}`) trained 1 iteration a stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
+from _runs import cached_stage
+
+from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vis, evaluate_vps, evaluate_vss
 from vidseg.inference.predictor import VideoPredictor
 from vidseg.models.model import load_model
+
+# --smoke: the tiny chain trained and scored on 64 px frames.
+SMOKE = ["data.min_size=[64]", "data.max_size=96", "data.num_workers=0", "loss.num_points=64",
+         "optim.batch_size=1", "inference.min_size=64", "inference.max_size=96"]
+CHAIN = [("segmenter", "mask2former/synthetic_tiny"), ("tracker", "dvis_plus/synthetic_tiny_tracker"),
+         ("refiner", "dvis_plus/synthetic_tiny_refiner")]
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -57,30 +71,51 @@ def score(name: str, ckpt: str, mode: str, data: Path, out: Path, vis_only: bool
     return row
 
 
+def smoke_models(data: Path, out: Path) -> list[str]:
+    """The tiny chain trained 1 iteration a stage on `data`'s VIPSeg format: MinVIS (the segmenter) and
+    DVIS++ (the refiner, online and offline)."""
+    ckpts: dict[str, Path] = {}
+    init = None  # each stage starts from the previous one
+    for stage, preset in CHAIN:
+        init = ckpts[stage] = cached_stage(out / stage, preset, stage, init,
+                                           [*SMOKE, f"data.train_root={data / 'vipseg'}"], 1)
+    return [f"minvis={ckpts['segmenter']}", f"dvis={ckpts['refiner']}"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, type=Path, help="synthetic set with vipseg, ytvis and vspw formats")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--model", action="append", required=True, metavar="NAME[:MODE]=CKPT")
+    p.add_argument("--data", type=Path, help="synthetic set with vipseg, ytvis and vspw formats")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--model", action="append", metavar="NAME[:MODE]=CKPT")
     p.add_argument("--vis-only", action="store_true", help="score VIS only (the Local2Global comparison)")
+    p.add_argument("--smoke", action="store_true", help="tiny set and models where not given (tests that it runs)")
     args = p.parse_args()
+    if not args.smoke and None in (args.data, args.out, args.model):
+        p.error("give --data, --out and --model (or --smoke)")
 
     rows = []
-    for spec in args.model:
-        name, ckpt = spec.split("=", 1)
-        modes = [name.split(":")[1]] if ":" in name else None
-        name = name.split(":")[0]
-        if modes is None:
-            modes = ["online", "offline"] if load_model(ckpt).model.is_offline else ["online"]
-        for mode in modes:
-            rows.append(score(name, ckpt, mode, args.data, args.out / f"{name}_{mode}", args.vis_only))
-            print(json.dumps(rows[-1]), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data is None:  # 17 frames: mVC16 needs more than 16
+            write_synthetic_dataset(tmp, 4, 17, 64, 96, formats=("vipseg", "ytvis", "vspw"), seed=0)
+            args.data = Path(tmp)
+        args.out = args.out or Path(tmp) / "out"
+        args.model = args.model or smoke_models(args.data, Path(tmp) / "runs")
+        for spec in args.model:
+            name, ckpt = spec.split("=", 1)
+            modes = [name.split(":")[1]] if ":" in name else None
+            name = name.split(":")[0]
+            if modes is None:
+                modes = ["online", "offline"] if load_model(ckpt).model.is_offline else ["online"]
+            for mode in modes:
+                rows.append(score(name, ckpt, mode, args.data, args.out / f"{name}_{mode}", args.vis_only))
+                print(json.dumps(rows[-1]), flush=True)
     cols = ["AP", "vis_id_switches", "VPQ", "STQ", "mIoU", "mVC8", "mVC16", "id_switches"]
     print("| model | mode | " + " | ".join(cols) + " |")
     print("|---|---|" + "---|" * len(cols))
     for r in rows:
         cells = ["—" if r.get(c) is None else (f"{r[c]:.1f}" if isinstance(r[c], float) else str(r[c])) for c in cols]
         print(f"| {r['model']} | {r['mode']} | " + " | ".join(cells) + " |")
+    print(json.dumps({"rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

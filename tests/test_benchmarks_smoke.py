@@ -2,9 +2,9 @@
 
 Benchmarks rot because nothing runs them (issue 21: `segmenter_latency.py` imported a function that no
 longer existed). Each script runs as a user runs it, in a subprocess; the last JSON object on stdout must
-parse. Scripts that need training runs or real data and have no `--smoke` path yet are listed in
-`NO_SMOKE_YET`; `test_every_script_is_covered` fails when a script is neither covered nor listed, or when a
-listed one gains `--smoke` (then it belongs in the smoke run).
+parse. Scripts that need training runs or datasets generate tiny synthetic ones (and train for an iteration or
+two) under `--smoke`; `test_every_script_is_covered` fails when a script is not in the smoke run or has no
+`--smoke` flag.
 """
 
 from __future__ import annotations
@@ -21,35 +21,35 @@ from vidseg.bundled import DEMO_MODEL
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
-# Still without a tiny synthetic path (they train models or read real datasets); issue 21 follow-up.
-NO_SMOKE_YET = {
-    "ablation_mvc_oma.py",
-    "davis_run_b.py",
-    "l2g_comparison.py",
-    "make_demo_assets.py",
-    "segmenter_learning.py",
-    "train_throughput.py",
-    "video_pipeline_eval.py",
-}
 # Seconds each takes on 2 shared cores; the heavier ones are `slow`.
 SMOKE = {
+    "ablation_mvc_oma.py": [],
     "bundled_speed.py": ["--peer", str(DEMO_MODEL)],  # the bundled model as its own peer
     "data_throughput.py": [],
+    "davis_run_b.py": [],
     "eval_speed.py": [],
     "gpu_pipeline.py": [],
+    "l2g_comparison.py": [],
     "l2g_latency.py": [],
+    "make_demo_assets.py": [],
     "parity_table.py": [],
     "segment_memory.py": [],
     "segment_throughput.py": [],
     "segmenter_latency.py": ["--threads", "1"],
+    "segmenter_learning.py": [],
+    "train_throughput.py": [],
     "video_overhead.py": [],
+    "video_pipeline_eval.py": [],
     "vit_latency.py": [],
 }
 SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 s each
         "gpu_pipeline.py",  # on the CPU: a DVIS++ model with 100 queries, ~15 s
         "segment_memory.py",  # six `vidseg segment` runs: ~40 s
         "segment_throughput.py",  # the bundled model on 12 frames, three times: ~15 s
-        "bundled_speed.py"}  # three models on 4 frames: ~15 s
+        "bundled_speed.py",  # three models on 4 frames: ~15 s
+        "ablation_mvc_oma.py",  # eleven 1-iteration trainings, five rows scored: ~15 s
+        "l2g_comparison.py",  # six 1-iteration trainings, four models scored: ~10 s
+        "video_pipeline_eval.py"}  # three 1-iteration trainings, three rows scored on every task: ~15 s
 
 
 def _scripts() -> set[str]:
@@ -73,11 +73,9 @@ def last_json(stdout: str) -> object:
 
 def test_every_script_is_covered():
     scripts = _scripts()
-    assert scripts == set(SMOKE) | NO_SMOKE_YET, "add the new script to SMOKE (with a --smoke flag) or NO_SMOKE_YET"
+    assert scripts == set(SMOKE), "add the new script to SMOKE (with a --smoke flag)"
     for name in SMOKE:
         assert "--smoke" in (BENCHMARKS / name).read_text(), f"{name} has no --smoke flag"
-    gained = [n for n in NO_SMOKE_YET if "--smoke" in (BENCHMARKS / n).read_text()]
-    assert not gained, f"{gained} have --smoke now: move them to SMOKE"
 
 
 def test_last_json_takes_the_final_object():
