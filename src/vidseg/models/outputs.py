@@ -39,7 +39,8 @@ class SegmenterOutput:
         raw_queries: [B, Q, C] final decoder queries before the output norm (DVIS++ tracker input).
         class_logits: [B, Q, K+1] or [B, Q, K], from the last layer.
         mask_logits: [B, Q, H/4, W/4], from the last layer.
-        aux: predictions of the initial queries and of every layer but the last, in order (deep supervision).
+        aux: predictions of the initial queries and of every layer but the last, in order (deep supervision);
+            in eval mode without a `pos_callback` empty: only the last is computed (`MaskedAttentionDecoder`).
         mask_features: [B, D, H/4, W/4] per-pixel embeddings the masks are read from.
         memory: multi-scale pixel-decoder maps handed to the decoder, [B, C, H_l, W_l], coarsest first
             (strides 32, 16, 8).
