@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from vidseg.data.clips import Clip, FrameTarget
 
@@ -36,7 +37,7 @@ class ClipSource(Protocol):
     def class_names(self) -> list[str]: ...
 
 
-class CopyPasteClips:
+class CopyPasteClips(Dataset):
     """`dataset`'s clips, each with probability `prob` with another clip's instances pasted over it.
 
     The draw (whether, which donor, scale, offset) comes from a generator seeded by (seed, epoch, index), so
@@ -90,7 +91,7 @@ def paste_clip(clip: Clip, donor: Clip, rng: np.random.Generator) -> Clip:
     pixels = F.interpolate(donor.frames.float(), size=(ph, pw), mode="bilinear", align_corners=False)
     pixels = pixels.round().clamp(0, 255).to(torch.uint8)
     frames = clip.frames.clone()
-    id_offset = int(max((int(t.instance_ids.max()) for t in clip.targets if t.instance_ids.numel()), default=0)) + 1
+    id_offset = 1 + max((int(t.instance_ids.max()) for t in clip.targets if t.instance_ids.numel()), default=0)
     targets = []
     for t, (own, pasted) in enumerate(zip(clip.targets, donor.targets)):
         masks = torch.zeros(pasted.masks.shape[0], height, width, dtype=torch.bool)

@@ -247,8 +247,8 @@ class DinoV2Backbone(Backbone):
         self.spm = SpatialPriorModule(spatial_prior, vit.embed_dim) if spatial_prior else None
         if self.spm is not None:
             for fc in (self.spm.fc1, self.spm.fc2, self.spm.fc3, self.spm.fc4):
-                nn.init.zeros_(fc.weight)
-                nn.init.zeros_(fc.bias)
+                for p in fc.parameters():
+                    nn.init.zeros_(p)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         """[B, 3, H, W] normalised -> {res_s: [B, C, ceil(H/s), ceil(W/s)]}."""
