@@ -1,13 +1,53 @@
-"""Deformable attention: grid_sample path vs the naive per-point reference, and its coordinate convention."""
+"""Deformable attention: the embedding_bag path vs a naive per-point reference, and its coordinate convention."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
+from torch import Tensor
 
-from vidseg.models.ops.ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn, ms_deform_attn_naive
+from vidseg.models.ops.ms_deform_attn import MultiScaleDeformableAttention, ms_deform_attn
 
 SHAPES = [(7, 5), (4, 9), (3, 3)]  # odd, non-square levels
+
+
+def ms_deform_attn_naive(
+    value: Tensor,
+    spatial_shapes: Sequence[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Reference for `ms_deform_attn`: explicit bilinear interpolation of every sampling point, level by
+    level and corner by corner (gathers, masks and weights by hand). Same arguments and result."""
+    batch, _, heads, head_dim = value.shape
+    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
+    values = value.split([h * w for h, w in spatial_shapes], dim=1)
+    out = value.new_zeros(batch, num_queries, heads, head_dim)
+    for level, (h, w) in enumerate(spatial_shapes):
+        v = values[level].permute(0, 2, 1, 3)  # [B, M, HW, D]
+        loc = sampling_locations[:, :, :, level].permute(0, 2, 1, 3, 4)  # [B, M, N_q, P, 2]
+        att = attention_weights[:, :, :, level].permute(0, 2, 1, 3)  # [B, M, N_q, P]
+        # Continuous pixel coordinates: pixel (i, j) has its centre at (j + 0.5, i + 0.5) / (W, H).
+        x = loc[..., 0] * w - 0.5
+        y = loc[..., 1] * h - 0.5
+        x0 = torch.floor(x)
+        y0 = torch.floor(y)
+        acc = value.new_zeros(batch, heads, num_queries, num_points, head_dim)
+        for dx in (0, 1):
+            for dy in (0, 1):
+                xi = x0 + dx
+                yi = y0 + dy
+                weight = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+                inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+                index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()  # [B, M, N_q, P]
+                gathered = torch.gather(
+                    v, 2, index.reshape(batch, heads, -1, 1).expand(-1, -1, -1, head_dim)
+                ).view(batch, heads, num_queries, num_points, head_dim)
+                acc = acc + gathered * (weight * inside)[..., None]
+        out = out + (acc * att[..., None]).sum(3).permute(0, 2, 1, 3)
+    return out.reshape(batch, num_queries, heads * head_dim)
 
 
 def _random_inputs(gen: torch.Generator, batch=2, queries=11, heads=4, head_dim=8, points=3, shapes=SHAPES):
@@ -20,13 +60,32 @@ def _random_inputs(gen: torch.Generator, batch=2, queries=11, heads=4, head_dim=
     return value, loc, weights
 
 
-def test_grid_sample_path_matches_naive_reference():
+def test_fast_path_matches_naive_reference():
     gen = torch.Generator().manual_seed(0)
     value, loc, weights = _random_inputs(gen)
     fast = ms_deform_attn(value.float(), SHAPES, loc.float(), weights.float())
     ref = ms_deform_attn_naive(value, SHAPES, loc, weights)
     assert fast.shape == (2, 11, 4 * 8)
     assert torch.allclose(fast.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_fast_path_gradients_match_naive_reference():
+    # Through the values, the sampling positions (bilinear weights) and the attention weights.
+    value, loc, weights = _random_inputs(torch.Generator().manual_seed(4))
+    inputs = [t.requires_grad_(True) for t in (value, loc, weights)]
+    fast = torch.autograd.grad(ms_deform_attn(inputs[0], SHAPES, inputs[1], inputs[2]).square().sum(), inputs)
+    ref = torch.autograd.grad(ms_deform_attn_naive(inputs[0], SHAPES, inputs[1], inputs[2]).square().sum(), inputs)
+    for f, r in zip(fast, ref):
+        assert torch.allclose(f, r, atol=1e-10, rtol=0)
+
+
+def test_nan_location_gives_nan_not_an_index_error():
+    value, loc, weights = _random_inputs(torch.Generator().manual_seed(5))
+    loc[0, 3, 1, 2, 0] = float("nan")
+    loc[1, 0, 0, 0, 1, 0] = float("inf")
+    out = ms_deform_attn(value, SHAPES, loc, weights)
+    assert out[0, 3, 8:16].isnan().all()  # head 1 of query 3
+    assert out[0, :3].isfinite().all()
 
 
 def test_naive_reference_follows_pixel_centre_convention():
