@@ -122,6 +122,30 @@ def test_mvc8_and_mvc16_are_separate_and_match_direct_computation():
     assert m.mVC8 != m.mVC16
 
 
+def test_confusion_over_frames_matches_per_frame_counting():
+    # The accumulator updates a histogram at the changed pixels; every frame counted in full must agree.
+    rng = np.random.default_rng(3)
+    c = 6
+    ev = VspwEvaluator(num_classes=c, windows=(2,))
+    expected = np.zeros((c, c), np.int64)
+    for v, dtype in enumerate((np.uint8, np.int64)):
+        gt = rng.integers(0, c + 1, (9, 11)).astype(np.uint8)
+        gt[gt == c] = 255
+        pred = rng.integers(0, c, (9, 11))
+        frames = []
+        for _ in range(7):
+            gt = np.where(rng.random(gt.shape) < 0.2, rng.integers(0, c, gt.shape), gt).astype(np.uint8)
+            pred = np.where(rng.random(gt.shape) < 0.3, rng.integers(0, c, gt.shape), pred)
+            shown = pred.astype(dtype)
+            if dtype is np.int64:
+                shown[gt == 255] = -1  # out of uint8 range, allowed on void GT
+            frames.append((gt, shown))
+            labelled = gt < c
+            expected += np.bincount(c * gt[labelled].astype(np.int64) + pred[labelled], minlength=c * c).reshape(c, c)
+        ev.add_video(f"v{v}", frames)
+    assert np.array_equal(ev.confusion, expected)
+
+
 def write_video(root: Path, name: str, gts: list[np.ndarray], preds: list[np.ndarray] | None, pred_root: Path):
     for t, g in enumerate(gts):
         (root / "data" / name / "mask").mkdir(parents=True, exist_ok=True)

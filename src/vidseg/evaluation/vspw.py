@@ -73,21 +73,31 @@ class _LastChange:
         self.count = np.array([num_pixels], np.int64)
 
     def record(self, t: int, moved: np.ndarray) -> None:
-        """Pixels where `moved` ([H, W] bool) is set changed at frame t."""
+        """The pixels at the flat indices `moved` changed at frame t."""
         if t > np.iinfo(self.frame.dtype).max:
             self.frame = self.frame.astype(np.int64)
-        where = np.flatnonzero(moved)
-        self.count = np.append(self.count, where.size)
-        self.count[:t] -= np.bincount(self.frame[where], minlength=t)[:t]
-        self.frame[where] = t
+        self.count = np.append(self.count, moved.size)
+        self.count[:t] -= np.bincount(self.frame[moved], minlength=t)[:t]
+        self.frame[moved] = t
 
     def at_or_before(self, s: int) -> int:
         """Pixels whose last change is at frame s or earlier (unchanged over frames s .. now)."""
         return int(self.count[: s + 1].sum())
 
 
+def _pair_keys(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """(GT, prediction) uint8 pairs as uint16 keys `256 gt + pred`, the cells of the joint histogram."""
+    return (gt.astype(np.uint16) << 8) | pred
+
+
 class VspwVideoAccumulator:
-    """Consumes one video frame by frame; memory: two previous frames and two last-change maps."""
+    """Consumes one video frame by frame; memory: the previous frame, its joint (GT, prediction) histogram
+    and two last-change maps.
+
+    Label maps are piecewise constant, so consecutive frames differ in few pixels: a frame's histogram
+    is the previous one updated at the pixels where GT or prediction changed, the same pixels the
+    consistency needs; only the first frame of a video is counted in full.
+    """
 
     def __init__(
         self,
@@ -103,66 +113,73 @@ class VspwVideoAccumulator:
         if not 0 < num_classes <= 255:
             raise ValueError(f"num_classes must be 1..255 (uint8 label PNGs, 255 = void), got {num_classes}")
         self.confusion = np.zeros((num_classes, num_classes), np.int64)
-        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+        self._hist = np.zeros(256 * 256, np.int64)  # joint histogram of the last frame's pair keys
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None  # last frame's [H * W] uint8 GT, prediction
         self._changes = (_LastChange(), _LastChange())  # GT alone; GT or prediction
         self._accs: dict[int, list[float]] = {k: [] for k in self.windows}
         self.num_frames = 0
 
     def add_frame(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None = None) -> None:
-        """gt: [H, W] GT labels; pred: [H, W] class indices 0..C-1 (single channel)."""
+        """gt: [H, W] GT labels; pred: [H, W] class indices 0..C-1 (single channel).
+
+        Both are compared as uint8: GT values outside 0..C-1 are void (255) and prediction values outside
+        0..255 (allowed on void GT only) are 255, as in the PNGs the official scripts read.
+        """
         if pred.ndim != 2:
             raise DataFormatError(where, f"prediction must be a single-channel class map, got shape {pred.shape}")
-        check_same_size(pred, gt.shape, where or f"<{self.name} frame {self.num_frames}>")
-        if self.raw_gt_labels:
-            gt = remap_raw_vspw_labels(gt)
-        self._add_confusion(_as_label_u8(gt, self.num_classes), pred, where)
-        self._add_consistency(gt, pred)
-        self.num_frames += 1
-
-    def _add_confusion(self, gt: np.ndarray, pred: np.ndarray, where: str | Path | None) -> None:
-        """One joint histogram of the (GT, prediction) uint8 pairs; its labelled rows are the confusion rows.
-
-        Label maps are piecewise constant, so the histogram counts runs of equal pairs (in memory order),
-        each weighted by its length, rather than every pixel (exact: float64 holds counts below 2**53).
-        """
-        c = self.num_classes
-        if pred.dtype != np.uint8 and pred.size and (pred.min() < 0 or pred.max() > 255):
-            labelled = (gt >= 0) & (gt < c)
-            p = pred[labelled]
-            if p.size and (p.min() < 0 or p.max() >= c):
-                self._bad_class(int(p.max() if p.max() >= c else p.min()), where)
-            pred = np.where(labelled, pred, 0)
-        key = ((gt.astype(np.uint16) << 8) | pred.astype(np.uint16)).ravel()
-        starts = np.flatnonzero(np.concatenate([[key.size > 0], key[1:] != key[:-1]]))
-        runs = np.diff(starts, append=key.size)
-        hist = np.bincount(key[starts], runs, minlength=256 * 256).astype(np.int64).reshape(256, 256)[:c]
-        beyond = np.flatnonzero(hist[:, c:].any(axis=0))
-        if beyond.size:
-            # Deviation: the official `c * gt + pred` silently spills an out-of-range class into the next
-            # GT row (or crashes on the last row); an out-of-range class is always a bug, so say so.
-            self._bad_class(int(beyond[-1]) + c, where)
-        self.confusion += hist[:, :c]
-
-    def _bad_class(self, bad: int, where: str | Path | None) -> None:
-        raise DataFormatError(
-            where or f"<{self.name} frame {self.num_frames}>",
-            f"prediction has class {bad} on a labelled pixel; classes are 0..{self.num_classes - 1}",
-        )
-
-    def _add_consistency(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        if not self.windows:
-            return
+        where = where or f"<{self.name} frame {self.num_frames}>"
+        check_same_size(pred, gt.shape, where)
+        gt = (remap_raw_vspw_labels(gt) if self.raw_gt_labels else _as_label_u8(gt, self.num_classes)).ravel()
+        pred = self._pred_u8(gt, pred.ravel(), where)
         t = self.num_frames
         last_gt, last_any = self._changes
         if self._prev is None:
+            self._hist = np.bincount(_pair_keys(gt, pred), minlength=256 * 256)
+            self._check_classes(self._hist.reshape(256, 256)[: self.num_classes], where)
             last_gt.start(gt.size)
             last_any.start(gt.size)
         else:
             prev_gt, prev_pred = self._prev
             gt_moved = gt != prev_gt
-            last_gt.record(t, gt_moved)
-            last_any.record(t, gt_moved | (pred != prev_pred))
+            moved = np.flatnonzero(gt_moved | (pred != prev_pred))
+            added = np.bincount(_pair_keys(gt[moved], pred[moved]), minlength=256 * 256)
+            self._check_classes(added.reshape(256, 256)[: self.num_classes], where)
+            self._hist += added
+            self._hist -= np.bincount(_pair_keys(prev_gt[moved], prev_pred[moved]), minlength=256 * 256)
+            last_gt.record(t, moved[gt_moved[moved]])
+            last_any.record(t, moved)
         self._prev = (gt, pred)
+        self.confusion += self._hist.reshape(256, 256)[: self.num_classes, : self.num_classes]
+        self._add_window_accs(t)
+        self.num_frames += 1
+
+    def _pred_u8(self, gt: np.ndarray, pred: np.ndarray, where: str | Path) -> np.ndarray:
+        if pred.dtype == np.uint8:
+            return pred
+        outside = (pred < 0) | (pred > 255)
+        if outside.any():
+            labelled = gt < self.num_classes
+            bad = pred[outside & labelled]
+            if bad.size:
+                self._bad_class(int(bad.max() if bad.max() > 255 else bad.min()), where)
+            pred = np.where(outside, 255, pred)
+        return pred.astype(np.uint8)
+
+    def _check_classes(self, rows: np.ndarray, where: str | Path) -> None:
+        """rows: [C, 256] (GT class, prediction) counts; a predicted class >= C on a labelled pixel is an error."""
+        beyond = np.flatnonzero(rows[:, self.num_classes :].any(axis=0))
+        if beyond.size:
+            # Deviation: the official `c * gt + pred` silently spills an out-of-range class into the next
+            # GT row (or crashes on the last row); an out-of-range class is always a bug, so say so.
+            self._bad_class(int(beyond[-1]) + self.num_classes, where)
+
+    def _bad_class(self, bad: int, where: str | Path) -> None:
+        raise DataFormatError(
+            where, f"prediction has class {bad} on a labelled pixel; classes are 0..{self.num_classes - 1}"
+        )
+
+    def _add_window_accs(self, t: int) -> None:
+        last_gt, last_any = self._changes
         for k in self.windows:
             if t >= k - 1:
                 # a window t-k+1 .. t is constant where the last change came at or before its first frame;
