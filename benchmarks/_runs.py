@@ -10,6 +10,12 @@ from pathlib import Path
 from vidseg.training.checkpoint import latest_checkpoint
 from vidseg.training.run import train
 
+# --smoke: tiny frames, few loss points and one clip a batch, so a preset trains and evaluates in seconds.
+SMOKE_SIZES = [
+    "data.min_size=[64]", "data.max_size=96", "data.num_workers=0", "loss.num_points=64", "optim.batch_size=1",
+    "inference.min_size=64", "inference.max_size=96",
+]
+
 
 def cached_stage(out: Path, preset: str, stage: str, init: Path | None, overrides: list[str], iters: int) -> Path:
     """Train `stage` for `iters` iterations into `out` unless a checkpoint that far along is already there.

@@ -30,7 +30,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from _runs import cached_scores, cached_stage, mean_std_table
+from _runs import SMOKE_SIZES, cached_scores, cached_stage, mean_std_table
 
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vps, evaluate_vss
@@ -45,8 +45,6 @@ ROWS = {
     "all": (True, True, True),
 }
 # --smoke: every stage trained and scored on 64 px frames.
-SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "optim.batch_size=1",
-         "inference.min_size=64", "inference.max_size=96"]
 
 
 def common_overrides(args: argparse.Namespace, seed: int) -> list[str]:
@@ -112,7 +110,7 @@ def main() -> None:
         p.error("give --vipseg, --eval, --init and --out (or --smoke)")
     if args.smoke:
         args.seeds, args.seg_iters, args.trk_iters, args.ref_iters = [0], 1, 1, 1
-        args.overrides = [*SMOKE, *args.overrides]
+        args.overrides = [*SMOKE_SIZES, *args.overrides]
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:

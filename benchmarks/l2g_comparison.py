@@ -41,7 +41,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from _runs import cached_scores, cached_stage, mean_std_table
+from _runs import SMOKE_SIZES, cached_scores, cached_stage, mean_std_table
 
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vis
@@ -58,8 +58,6 @@ MODELS = {
     "plain": ("l2g", False, ["model.l2g.aligner=false", "model.l2g.trajectory_pe=false"]),
 }
 # --smoke: every model trained and scored on 64 px frames.
-SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "inference.min_size=64",
-         "inference.max_size=96"]
 
 
 def common_overrides(args: argparse.Namespace, seed: int) -> list[str]:
@@ -117,7 +115,7 @@ def main() -> None:
     if not args.smoke and None in (args.train, args.eval, args.segmenter_softmax, args.segmenter_sigmoid, args.out):
         p.error("give --train, --eval, --segmenter-softmax, --segmenter-sigmoid and --out (or --smoke)")
     if args.smoke:
-        args.seeds, args.iters, args.overrides = [0], 1, [*SMOKE, *args.overrides]
+        args.seeds, args.iters, args.overrides = [0], 1, [*SMOKE_SIZES, *args.overrides]
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:

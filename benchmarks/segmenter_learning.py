@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _runs import SMOKE_SIZES
 
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.io.checkpoint import load_checkpoint
@@ -27,8 +28,7 @@ from vidseg.training.run import train
 KEYS = ("VPQ", "VPQ_thing", "VPQ_stuff", "STQ", "AQ", "SQ")
 PRESET = "mask2former/synthetic_tiny"
 # --smoke: the preset's model trained and scored on 64 px frames.
-SMOKE = ["data.min_size=[64]", "data.max_size=96", "data.num_workers=0", "loss.num_points=64",
-         "optim.batch_size=1", "optim.max_iters=2", "inference.min_size=64", "inference.max_size=96"]
+SMOKE = [*SMOKE_SIZES, "optim.max_iters=2"]
 
 
 def smoke_checkpoint(data: str, out: Path) -> str:

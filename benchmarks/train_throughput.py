@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _runs import SMOKE_SIZES
 
 from vidseg.config import apply_overrides, load_preset_or_file
 from vidseg.data.build import build_clip_dataset
@@ -37,7 +38,6 @@ PRESETS = {
     "refiner": ("dvis_plus/synthetic_tiny_refiner", RefinerStage, ["oma.enabled=true"]),
 }
 # --smoke: the presets' models on 64 px frames, few loss points, one clip per batch.
-SMOKE = ["data.min_size=[64]", "data.max_size=96", "loss.num_points=64", "optim.batch_size=1"]
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     args = p.parse_args()
     videos, height, width = 6, 240, 320
     if args.smoke:
-        args.iters, args.warmup, args.overrides = 1, 0, [*SMOKE, *args.overrides]
+        args.iters, args.warmup, args.overrides = 1, 0, [*SMOKE_SIZES, *args.overrides]
         videos, height, width = 2, 64, 96
 
     tmp = None

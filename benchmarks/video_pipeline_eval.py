@@ -31,7 +31,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from _runs import cached_stage
+from _runs import SMOKE_SIZES, cached_stage
 
 from vidseg.data.synthetic import write_synthetic_dataset
 from vidseg.inference.dataset_eval import evaluate_vis, evaluate_vps, evaluate_vss
@@ -39,8 +39,6 @@ from vidseg.inference.predictor import VideoPredictor
 from vidseg.models.model import load_model
 
 # --smoke: the tiny chain trained and scored on 64 px frames.
-SMOKE = ["data.min_size=[64]", "data.max_size=96", "data.num_workers=0", "loss.num_points=64",
-         "optim.batch_size=1", "inference.min_size=64", "inference.max_size=96"]
 CHAIN = [("segmenter", "mask2former/synthetic_tiny"), ("tracker", "dvis_plus/synthetic_tiny_tracker"),
          ("refiner", "dvis_plus/synthetic_tiny_refiner")]
 
@@ -78,7 +76,7 @@ def smoke_models(data: Path, out: Path) -> list[str]:
     init = None  # each stage starts from the previous one
     for stage, preset in CHAIN:
         init = ckpts[stage] = cached_stage(out / stage, preset, stage, init,
-                                           [*SMOKE, f"data.train_root={data / 'vipseg'}"], 1)
+                                           [*SMOKE_SIZES, f"data.train_root={data / 'vipseg'}"], 1)
     return [f"minvis={ckpts['segmenter']}", f"dvis={ckpts['refiner']}"]
 
 
