@@ -68,8 +68,9 @@ class _LastChange:
         self.frame = np.zeros(0, np.uint16)  # [H * W] frame index of the last change (0: never changed)
         self.count = np.zeros(1, np.int64)  # [T] pixels whose last change is at frame t
 
-    def start(self, num_pixels: int) -> None:
-        self.frame = np.zeros(num_pixels, np.uint16)
+    def start(self, num_pixels: int, length: int) -> None:
+        """`num_pixels` real pixels; `length` >= num_pixels flat indices (the rest is padding)."""
+        self.frame = np.zeros(length, np.uint16)
         self.count = np.array([num_pixels], np.int64)
 
     def record(self, t: int, moved: np.ndarray) -> None:
@@ -83,6 +84,13 @@ class _LastChange:
     def at_or_before(self, s: int) -> int:
         """Pixels whose last change is at frame s or earlier (unchanged over frames s .. now)."""
         return int(self.count[: s + 1].sum())
+
+
+def _padded_to_words(flat: np.ndarray) -> np.ndarray:
+    """[N] uint8 padded with void (255) to a multiple of 8 pixels, so that it can be viewed as uint64 words
+    (the padding never changes, so it never counts as a change)."""
+    pad = -flat.size % 8
+    return np.concatenate([flat, np.full(pad, 255, np.uint8)]) if pad else np.ascontiguousarray(flat)
 
 
 def _pair_keys(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -131,23 +139,31 @@ class VspwVideoAccumulator:
         check_same_size(pred, gt.shape, where)
         gt = (remap_raw_vspw_labels(gt) if self.raw_gt_labels else _as_label_u8(gt, self.num_classes)).ravel()
         pred = self._pred_u8(gt, pred.ravel(), where)
+        num_pixels = gt.size
+        gt, pred = _padded_to_words(gt), _padded_to_words(pred)
         t = self.num_frames
         last_gt, last_any = self._changes
         if self._prev is None:
             self._hist = np.bincount(_pair_keys(gt, pred), minlength=256 * 256)
             self._check_classes(self._hist.reshape(256, 256)[: self.num_classes], where)
-            last_gt.start(gt.size)
-            last_any.start(gt.size)
+            last_gt.start(num_pixels, gt.size)
+            last_any.start(num_pixels, gt.size)
         else:
+            # Compared 8 pixels (one uint64) at a time; in a changed word the unchanged pixels add and remove
+            # the same (GT, prediction) key, so the histogram needs no exact per-pixel test.
             prev_gt, prev_pred = self._prev
-            gt_moved = gt != prev_gt
-            moved = np.flatnonzero(gt_moved | (pred != prev_pred))
-            added = np.bincount(_pair_keys(gt[moved], pred[moved]), minlength=256 * 256)
+            words = np.flatnonzero(
+                (gt.view(np.uint64) != prev_gt.view(np.uint64)) | (pred.view(np.uint64) != prev_pred.view(np.uint64))
+            )
+            g, p, pg, pp = (a.view(np.uint64)[words].view(np.uint8) for a in (gt, pred, prev_gt, prev_pred))
+            added = np.bincount(_pair_keys(g, p), minlength=256 * 256)
             self._check_classes(added.reshape(256, 256)[: self.num_classes], where)
             self._hist += added
-            self._hist -= np.bincount(_pair_keys(prev_gt[moved], prev_pred[moved]), minlength=256 * 256)
-            last_gt.record(t, moved[gt_moved[moved]])
-            last_any.record(t, moved)
+            self._hist -= np.bincount(_pair_keys(pg, pp), minlength=256 * 256)
+            pixels = (words[:, None] * 8 + np.arange(8)).ravel()
+            gt_moved = g != pg
+            last_gt.record(t, pixels[gt_moved])
+            last_any.record(t, pixels[gt_moved | (p != pp)])
         self._prev = (gt, pred)
         self.confusion += self._hist.reshape(256, 256)[: self.num_classes, : self.num_classes]
         self._add_window_accs(t)
