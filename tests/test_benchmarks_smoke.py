@@ -49,7 +49,10 @@ SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 
         "bundled_speed.py",  # three models on 4 frames: ~15 s
         "ablation_mvc_oma.py",  # eleven 1-iteration trainings, five rows scored: ~15 s
         "l2g_comparison.py",  # six 1-iteration trainings, four models scored: ~10 s
-        "video_pipeline_eval.py"}  # three 1-iteration trainings, three rows scored on every task: ~15 s
+        "video_pipeline_eval.py",  # three 1-iteration trainings, three rows scored on every task: ~15 s
+        "parity_table.py",  # every golden model built and run once: ~11 s
+        "segmenter_learning.py",  # a 2-iteration training and its evaluation: ~10 s
+        "data_throughput.py"}  # data loading timed over several settings: ~9 s
 
 
 def _scripts() -> set[str]:

@@ -36,11 +36,11 @@ def _decode(path) -> list:
 
 
 def test_demo_writes_overlay_of_the_bundled_clip_with_the_bundled_model(tmp_path):
-    result = _vidseg("demo", "--out", str(tmp_path), "--frames", "12")
+    result = _vidseg("demo", "--out", str(tmp_path), "--frames", "5")
     assert result.returncode == 0, result.stderr
     assert "bundled DINOv2-S DVIS++ model" in result.stdout and "demo_clip.mp4" in result.stdout
     assert str(tmp_path / "overlay.mp4") in result.stdout
-    assert len(_decode(tmp_path / "overlay.mp4")) == 12
+    assert len(_decode(tmp_path / "overlay.mp4")) == 5
 
 
 def test_demo_overlay_frame_shows_the_tracked_object_masked(tmp_path):
@@ -50,7 +50,7 @@ def test_demo_overlay_frame_shows_the_tracked_object_masked(tmp_path):
     from vidseg.inference.predictor import VideoPredictor
     from vidseg.inference.segment import confident
 
-    n = 12
+    n = 8
     summary = run_demo(out_dir=tmp_path, max_frames=n, log=lambda _: None)
     assert summary.frames == n and summary.track_ids
     raw, overlay = _decode(DEMO_CLIP)[:n], _decode(summary.overlay)

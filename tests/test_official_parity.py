@@ -299,10 +299,10 @@ def test_converted_dvis_checkpoint_segments_a_clip(model_b, tmp_path) -> None:
     ckpt, inputs, _ = model_b
     clip = tmp_path / "clip"
     clip.mkdir()
-    for t, frame in enumerate(inputs["frames.rgb_uint8"][:3].numpy()):
+    for t, frame in enumerate(inputs["frames.rgb_uint8"][:2].numpy()):
         Image.fromarray(frame).save(clip / f"{t:05d}.png")
     assert main(["segment", str(clip), "--weights", str(ckpt), "--out", str(tmp_path / "out")]) == 0
-    assert len(list((tmp_path / "out" / "pan_pred" / "clip").glob("*.png"))) == 3
+    assert len(list((tmp_path / "out" / "pan_pred" / "clip").glob("*.png"))) == 2
 
 
 class _Evil:
