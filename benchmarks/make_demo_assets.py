@@ -1,7 +1,7 @@
 """Rebuild the demo assets bundled in the package: the fp16 bundled model and the short real clip.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/make_demo_assets.py \
-        --checkpoint runs/dino_ref2/ckpt_0000200 --video ../shared/data/videos/bedroom.mp4 \
+        --checkpoint runs/dino_ref3/ckpt_0000200 --video ../shared/data/videos/bedroom.mp4 \
         --start 0 --frames 60 --stride 2 --short-side 270
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/make_demo_assets.py --smoke     # tiny, for the tests
 
