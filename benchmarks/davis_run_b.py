@@ -21,6 +21,9 @@ Protocol:
   video's single best track (highest track score, "top1"); "union" is reported too: the union of every
   track scoring >= 0.5 (falls back to top1 when none does). Scored with `vidseg.evaluation.davis` as the
   DAVIS toolkit does (first and last frame excluded, F tolerance 0.008 of the diagonal).
+* `J_best_track` (per sequence, and `davis_best_track_J` their mean): J of the track that fits the ground
+  truth best, i.e. top1 with a perfect choice of track: the most the masks and tracks allow, whatever the
+  scores say.
 * `--untrained CONFIG`: the same architecture with its ImageNet backbone and seeded random heads.
 * `--smoke`: without `--data`, two 6-frame synthetic sequences (64x96, `vidseg.data.synthetic`) written in
   the DAVIS-2016 layout (the foreground: every object of the frame); without a checkpoint, `--untrained`
@@ -45,7 +48,7 @@ from vidseg.data.build import davis_sequences
 from vidseg.data.formats.davis import read_davis, write_davis_sequence
 from vidseg.data.formats.ytvis import ytvis_json
 from vidseg.data.synthetic import generate_video, video_seed
-from vidseg.evaluation.davis import DavisEvaluator, DavisSequence
+from vidseg.evaluation.davis import DavisEvaluator, DavisSequence, region_similarity
 from vidseg.evaluation.ytvis import YtvisEvaluator, parse_ytvis_gt
 from vidseg.inference.predictor import VideoPredictor
 from vidseg.models.model import build_model
@@ -89,6 +92,17 @@ def foreground(tracks: list[Track], t: int, height: int, width: int, mode: str) 
     return out
 
 
+def best_track_j(tracks: list[Track], gt: list[np.ndarray]) -> float:
+    """J (mean over the frames but the first and last, as the toolkit) of the track closest to `gt`
+    ([H, W] bool per frame); 0 without tracks."""
+    best = 0.0
+    for tr in tracks:
+        j = [region_similarity(g, np.zeros_like(g) if seg is None else decode_rle(seg).astype(bool))
+             for g, seg in zip(gt, tr.segmentations)]
+        best = max(best, float(np.mean(j[1:-1] if len(j) > 2 else j)))
+    return best
+
+
 def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: dict) -> dict:
     """YouTube-VIS AP and DAVIS J&F (top1 and union) of the predictor on `videos`."""
     ytvis = YtvisEvaluator(parse_ytvis_gt(gt_json, "<davis split>"))
@@ -114,6 +128,8 @@ def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: 
             ev.add(scores)
             row[f"J_{mode}"], row[f"F_{mode}"] = scores[0].J[0], scores[0].F[0]
         row["best_track_score"] = max((tr.score for tr in pred.tracks), default=0.0)
+        row["J_best_track"] = best_track_j(
+            pred.tracks, [gt_track.mask(t, video.height, video.width).astype(bool) for t in range(len(video))])
         per_sequence[video.name] = row
     ap = ytvis.summarize()
     report: dict = {"ytvis": {k: float(getattr(ap, k)) for k in YTVIS_KEYS}}
@@ -121,6 +137,7 @@ def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: 
         m = ev.summarize()
         report[f"davis_{mode}"] = {"J_mean": m.J_mean, "F_mean": m.F_mean, "JF_mean": m.JF_mean,
                                    "J_recall": m.J_recall, "F_recall": m.F_recall}
+    report["davis_best_track_J"] = float(np.mean([row["J_best_track"] for row in per_sequence.values()]))
     report["per_sequence"] = per_sequence
     report["frames"] = frames
     report["seconds"] = round(seconds, 2)

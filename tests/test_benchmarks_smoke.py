@@ -55,6 +55,17 @@ SLOW = {"segmenter_latency.py", "vit_latency.py",  # transformers models: ~5-20 
         "data_throughput.py"}  # data loading timed over several settings: ~9 s
 
 
+def _best_track_bounds_top1(report: dict) -> None:
+    """davis_run_b: the best-fitting track's J is at least the top-scoring one's (a choice among the same)."""
+    for name, row in report["per_sequence"].items():
+        assert row["J_top1"] <= row["J_best_track"] + 1e-9 <= 1 + 1e-9, name
+    assert report["davis_best_track_J"] >= report["davis_top1"]["J_mean"] - 1e-9
+
+
+# What a script's JSON must also satisfy, beyond being printed.
+CHECKS = {"davis_run_b.py": _best_track_bounds_top1}
+
+
 def _scripts() -> set[str]:
     return {p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_")}
 
@@ -101,4 +112,6 @@ def test_smoke_run_prints_json(name):
         cwd=BENCHMARKS.parent,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert isinstance(last_json(proc.stdout), dict)
+    report = last_json(proc.stdout)
+    assert isinstance(report, dict)
+    CHECKS.get(name, lambda _: None)(report)
