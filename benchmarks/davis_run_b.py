@@ -104,7 +104,7 @@ def best_track_j(tracks: list[Track], gt: list[np.ndarray]) -> float:
 
 
 def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: dict) -> dict:
-    """YouTube-VIS AP and DAVIS J&F (top1 and union) of the predictor on `videos`."""
+    """YouTube-VIS AP, DAVIS J&F (top1 and union) and the best track's J of the predictor on `videos`."""
     ytvis = YtvisEvaluator(parse_ytvis_gt(gt_json, "<davis split>"))
     davis = {mode: DavisEvaluator() for mode in ("top1", "union")}
     frames, seconds, per_sequence = 0, 0.0, {}
