@@ -93,13 +93,13 @@ def foreground(tracks: list[Track], t: int, height: int, width: int, mode: str) 
 
 
 def best_track_j(tracks: list[Track], gt: list[np.ndarray]) -> float:
-    """J (mean over the frames but the first and last, as the toolkit) of the track closest to `gt`
+    """J (mean over the frames but the first and last, as `DavisSequence`) of the track closest to `gt`
     ([H, W] bool per frame); 0 without tracks."""
     best = 0.0
     for tr in tracks:
         j = [region_similarity(g, np.zeros_like(g) if seg is None else decode_rle(seg).astype(bool))
              for g, seg in zip(gt, tr.segmentations)]
-        best = max(best, float(np.mean(j[1:-1] if len(j) > 2 else j)))
+        best = max(best, float(np.mean(j[1:-1])))
     return best
 
 
@@ -117,19 +117,18 @@ def evaluate(predictor: VideoPredictor, videos: list[VideoAnnotation], gt_json: 
         ]
         if entries:
             ytvis.add_video(video.video_id, entries)
-        gt_track = video.instances[0]
+        gt = [video.instances[0].mask(t, video.height, video.width).astype(bool) for t in range(len(video))]
         row = {"frames": len(video)}
         for mode, ev in davis.items():
             seq = DavisSequence(video.name, 1)
             for t in range(len(video)):
-                gt = gt_track.mask(t, video.height, video.width).astype(np.uint8)
-                seq.add_frame(gt, foreground(pred.tracks, t, video.height, video.width, mode).astype(np.uint8))
+                seq.add_frame(gt[t].astype(np.uint8),
+                              foreground(pred.tracks, t, video.height, video.width, mode).astype(np.uint8))
             scores = seq.finish()
             ev.add(scores)
             row[f"J_{mode}"], row[f"F_{mode}"] = scores[0].J[0], scores[0].F[0]
         row["best_track_score"] = max((tr.score for tr in pred.tracks), default=0.0)
-        row["J_best_track"] = best_track_j(
-            pred.tracks, [gt_track.mask(t, video.height, video.width).astype(bool) for t in range(len(video))])
+        row["J_best_track"] = best_track_j(pred.tracks, gt)
         per_sequence[video.name] = row
     ap = ytvis.summarize()
     report: dict = {"ytvis": {k: float(getattr(ap, k)) for k in YTVIS_KEYS}}
